@@ -1,0 +1,190 @@
+"""Deterministic samplers of the probability-flow ODE (SPEC section 4).
+
+All are written on the EDM variables ``x~ = x / alpha``, ``sigma~ = sigma / alpha``, in which the
+PF-ODE of every Gaussian path reads ``dx~/dsigma~ = eps_hat`` (Karras et al. 2022, sec. 4; Song
+et al. 2021 DDIM, eq. 14), or on the log-SNR (DPM-Solver++). Steps are expressed in x so that a grid
+may start where alpha = 0 (flows, zero terminal SNR).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torchdiffeq import odeint
+
+from .._typing import Cond, Denoiser
+from ..parameterizations import velocity_from_x0
+from ..utils import GeneratorLike, randn_like
+from ._common import Callback, denoise, eps_of, steps
+
+__all__ = ["sample_ddim", "sample_heun", "sample_dpmpp_2m", "sample_adaptive"]
+
+_ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+
+
+def _land_on(grid: torch.Tensor, method: str) -> dict | None:
+    """torchdiffeq's adaptive solvers may step past the end and interpolate back; times outside the
+    path's domain (t < 0) are undefined, so force a step to land on the end time."""
+    return {"step_t": grid[-1:]} if method in _ADAPTIVE_METHODS else None
+
+
+def sample_ddim(
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    ts: torch.Tensor,
+    *,
+    eta: float = 0.0,
+    cond: Cond = None,
+    generator: GeneratorLike = None,
+    callback: Callback = None,
+) -> torch.Tensor:
+    """DDIM (Song, Meng & Ermon 2021, eq. 12) on any grid; with ``eta = 0`` it is exactly the Euler
+    method on ``dx~/dsigma~ = eps_hat`` (EDM Alg. 1 without the correction), i.e. "euler".
+
+    ``x_s = alpha_s x0^ + sqrt(sigma_s^2 - c^2) eps^ + c z``, ``c = eta sqrt(var q(x_s | x_t, x0))``;
+    for DDPM tables ``c = eta sqrt((1-ab_s)/(1-ab_t)) sqrt(1 - ab_t/ab_s)``. ``eta = 1`` is ancestral
+    sampling with the posterior variance. NFE = number of steps.
+
+    Shapes: ``x (B, *shape)`` at ``ts[0]``; returns the sample at ``ts[-1]``.
+    """
+    process = denoiser.process
+    for st in steps(denoiser, ts):
+        x0 = denoise(denoiser, x, st.t, cond)
+        eps = eps_of(x, x0, st.alpha_t, st.sigma_t)
+        c = 0.0
+        if eta > 0:
+            var = float(process.posterior_coefficients(st.t, st.s)[2])
+            c = eta * math.sqrt(max(var, 0.0))
+        x = st.alpha_s * x0 + math.sqrt(max(st.sigma_s**2 - c**2, 0.0)) * eps
+        if c > 0:
+            x = x + c * randn_like(x, generator)
+        if callback is not None:
+            callback({"i": st.i, "t": st.t, "x": x, "denoised": x0})
+    return x
+
+
+def sample_heun(
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    ts: torch.Tensor,
+    *,
+    s_churn: float = 0.0,
+    s_tmin: float = 0.0,
+    s_tmax: float = float("inf"),
+    s_noise: float = 1.0,
+    cond: Cond = None,
+    generator: GeneratorLike = None,
+    callback: Callback = None,
+) -> torch.Tensor:
+    """EDM's 2nd-order Heun sampler (Karras et al. 2022, Alg. 1, and Alg. 2 with churn).
+
+    On ``x~ = x/alpha``: ``d = (x~ - D)/sigma~ = eps_hat``, ``x~' = x~ + (s' - s) d``; when
+    ``sigma(s') > 0`` correct with the average of ``d`` and ``d'`` at ``(x~', s')``. Churn: inside
+    ``[s_tmin, s_tmax]``, ``gamma = min(s_churn / n, sqrt(2) - 1)``, ``s^ = s (1 + gamma)``,
+    ``x~^ = x~ + sqrt(s^^2 - s^2) s_noise z``. A step that starts where ``alpha = 0`` (sigma~ = inf)
+    has no finite trapezoid and takes the Euler step. NFE = 2 n - (steps ending at sigma = 0).
+    """
+    process = denoiser.process
+    all_steps = list(steps(denoiser, ts))
+    n = len(all_steps)
+    for st in all_steps:
+        t, a_t, s_t, sig_t = st.t, st.alpha_t, st.sigma_t, st.sigma_tilde_t
+        gamma = min(s_churn / n, math.sqrt(2) - 1) if s_tmin <= sig_t <= s_tmax else 0.0
+        if gamma > 0 and math.isfinite(sig_t):
+            sig_hat = sig_t * (1 + gamma)
+            t = float(process.t_from_sigma_tilde(sig_hat))
+            a_hat, s_hat = float(process.alpha(t)), float(process.sigma(t))
+            z = randn_like(x, generator)
+            x_tilde = x / a_t + math.sqrt(sig_hat**2 - sig_t**2) * s_noise * z
+            x, a_t, s_t, sig_t = a_hat * x_tilde, a_hat, s_hat, s_hat / a_hat
+        x0 = denoise(denoiser, x, t, cond)
+        d = eps_of(x, x0, a_t, s_t)
+        x_next = st.alpha_s * x0 + st.sigma_s * d  # the Euler step, written in x
+        if st.sigma_s > 0 and math.isfinite(sig_t):
+            x0_next = denoise(denoiser, x_next, st.s, cond)
+            d_next = eps_of(x_next, x0_next, st.alpha_s, st.sigma_s)
+            x_next = st.alpha_s * (x / a_t + (st.sigma_tilde_s - sig_t) * 0.5 * (d + d_next))
+        x = x_next
+        if callback is not None:
+            callback({"i": st.i, "t": st.t, "x": x, "denoised": x0})
+    return x
+
+
+def sample_dpmpp_2m(
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    ts: torch.Tensor,
+    *,
+    cond: Cond = None,
+    generator: GeneratorLike = None,
+    callback: Callback = None,
+) -> torch.Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2), multistep 2nd order in the log-SNR.
+
+    With ``lambda = log(alpha/sigma)`` (half our log-SNR) and ``h_i = lambda_i - lambda_{i-1}``:
+    ``x_i = (sigma_i / sigma_{i-1}) x_{i-1} - alpha_i (exp(-h_i) - 1) D_i`` where ``D_1 = x0^_0`` and
+    ``D_i = (1 + 1/(2 r)) x0^_{i-1} - 1/(2 r) x0^_{i-2}``, ``r = h_{i-1} / h_i``. First order on the
+    first step, after a step from alpha = 0, and on a last step that ends at sigma = 0. NFE = n.
+    """
+    x0_prev, h_prev = None, None
+    for st in steps(denoiser, ts):
+        x0 = denoise(denoiser, x, st.t, cond)
+        if st.sigma_s == 0:
+            x = st.alpha_s * x0
+        else:
+            h = 0.5 * (st.lambda_s - st.lambda_t)  # inf when alpha_t = 0
+            if x0_prev is None or not math.isfinite(h_prev):
+                d = x0
+            else:
+                r = h_prev / h
+                d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
+            x = (st.sigma_s / st.sigma_t) * x - st.alpha_s * math.expm1(-h) * d
+            h_prev = h
+        x0_prev = x0
+        if callback is not None:
+            callback({"i": st.i, "t": st.t, "x": x, "denoised": x0})
+    return x
+
+
+def sample_adaptive(
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    ts: torch.Tensor,
+    *,
+    rtol: float = 1e-4,
+    atol: float = 1e-4,
+    method: str = "dopri5",
+    cond: Cond = None,
+    generator: GeneratorLike = None,
+    callback: Callback = None,
+) -> torch.Tensor:
+    """Error-controlled Runge-Kutta on the PF-ODE ``dx/dt = alpha' x0^ + sigma' eps^`` (torchdiffeq).
+
+    Integrates from ``ts[0]`` to ``ts[-1]``; when ``ts[-1] = 0`` and the process has ``t_min > 0``
+    (log-SNR infinite at 0) it integrates to ``t_min`` and finishes with one denoising step. The
+    intermediate grid points are ignored. Where the path's derivative is infinite at ``ts[0]``
+    (zero terminal SNR: ``alpha ~ sqrt(1 - t)``), one DDIM step to ``ts[1]`` comes first. NFE is
+    decided by the controller (count it with :class:`hwaksan.samplers.CountingDenoiser`).
+    """
+    process = denoiser.process
+    ts = torch.as_tensor(ts, dtype=torch.float64)
+    if not bool(torch.isfinite(process.d_alpha(ts[0]))):
+        x = sample_ddim(denoiser, x, ts[:2], cond=cond)
+        ts = ts[1:]
+    t0, t_end = float(ts[0]), float(ts[-1])
+    finish = t_end == 0 and process.t_min > 0
+    t1 = process.t_min if finish else t_end
+    dtype = x.dtype
+
+    def velocity(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        tb = torch.full((y.shape[0],), float(t), dtype=torch.float64, device=y.device)
+        return velocity_from_x0(y, denoiser(y, tb, cond), tb, process)
+
+    grid = torch.tensor([t0, t1], dtype=dtype, device=x.device)
+    x = odeint(velocity, x, grid, rtol=rtol, atol=atol, method=method, options=_land_on(grid, method))[-1]
+    if finish:
+        x = sample_ddim(denoiser, x, torch.tensor([t1, 0.0], dtype=torch.float64), cond=cond)
+    if callback is not None:
+        callback({"i": 0, "t": t0, "x": x, "denoised": x})
+    return x

@@ -1,0 +1,95 @@
+"""Stochastic samplers: DDPM ancestral sampling and the reverse SDE (SPEC section 4)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .._typing import Cond, Denoiser
+from ..utils import GeneratorLike, randn_like
+from ._common import Callback, denoise, steps
+
+__all__ = ["sample_ddpm", "sample_euler_maruyama", "sde_coefficients"]
+
+VARIANCES = ("posterior", "beta")
+
+
+def sample_ddpm(
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    ts: torch.Tensor,
+    *,
+    variance: str = "posterior",
+    cond: Cond = None,
+    generator: GeneratorLike = None,
+    callback: Callback = None,
+) -> torch.Tensor:
+    """Ancestral sampling (Ho et al. 2020, Alg. 2), generalised to any grid and Gaussian path.
+
+    ``x_s = mu~(x_t, x0^) + s z`` with the posterior mean of ``q(x_s | x_t, x0)`` at ``x0 = x0^`` and
+    ``s^2`` the posterior variance ``beta~`` (``variance="posterior"``) or the forward transition
+    variance ``beta`` (``variance="beta"``, no noise on the last step as in Ho et al.). On DDPM knots
+    ``mu~ = 1/sqrt(1-beta_t) (x_t - beta_t / sqrt(1 - ab_t) eps^)``. NFE = number of steps.
+    """
+    if variance not in VARIANCES:
+        raise ValueError(f"unknown variance {variance!r}; choose one of {', '.join(VARIANCES)}")
+    process = denoiser.process
+    for st in steps(denoiser, ts):
+        x0 = denoise(denoiser, x, st.t, cond)
+        c_xt, c_x0, post_var = (float(v) for v in process.posterior_coefficients(st.t, st.s))
+        x = c_xt * x + c_x0 * x0
+        if variance == "posterior":
+            var = post_var
+        else:
+            var = float(process.transition(st.t, st.s)[1]) if st.sigma_s > 0 else 0.0
+        if var > 0:
+            x = x + math.sqrt(var) * randn_like(x, generator)
+        if callback is not None:
+            callback({"i": st.i, "t": st.t, "x": x, "denoised": x0})
+    return x
+
+
+def sde_coefficients(process, t: float) -> tuple[float, float]:
+    """Drift and squared diffusion ``f(t), g(t)^2`` of the forward SDE ``dx = f x dt + g dW`` whose
+    marginals are the path: ``f = alpha'/alpha``, ``g^2 = d(sigma^2)/dt - 2 f sigma^2``
+    (Kingma et al. 2021, app. A; for VP: ``f = -beta/2``, ``g^2 = beta``)."""
+    a, s = float(process.alpha(t)), float(process.sigma(t))
+    da, ds = float(process.d_alpha(t)), float(process.d_sigma(t))
+    if a <= 0:
+        raise ValueError(
+            f"the forward SDE is singular at t={t} where alpha = 0: start the grid below t = 1 "
+            "(e.g. uniform_grid(process, n, t_max=0.999))"
+        )
+    f = da / a
+    return f, 2 * s * ds - 2 * f * s**2
+
+
+def sample_euler_maruyama(
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    ts: torch.Tensor,
+    *,
+    cond: Cond = None,
+    generator: GeneratorLike = None,
+    callback: Callback = None,
+) -> torch.Tensor:
+    """Euler-Maruyama on the reverse SDE (Song et al. 2021, eq. 6; Anderson 1982):
+    ``dx = [f x - g^2 score] dt + g dW_bar``, stepping ``dt = s - t < 0``:
+    ``x_s = x + (f x - g^2 score)(s - t) + g sqrt(t - s) z`` with ``score = (alpha x0^ - x)/sigma^2``.
+    For VP this is the article's ``x_{t-dt} = x_t + 1/2 beta x dt + beta score dt + sqrt(beta) dW``.
+    A last step onto sigma = 0 returns the denoised mean ``x0^``. NFE = number of steps.
+    """
+    process = denoiser.process
+    for st in steps(denoiser, ts):
+        x0 = denoise(denoiser, x, st.t, cond)
+        if st.sigma_s == 0:
+            x = st.alpha_s * x0
+        else:
+            f, g2 = sde_coefficients(process, st.t)
+            score = (st.alpha_t * x0 - x) / st.sigma_t**2
+            dt = st.s - st.t
+            x = x + (f * x - g2 * score) * dt + math.sqrt(g2 * -dt) * randn_like(x, generator)
+        if callback is not None:
+            callback({"i": st.i, "t": st.t, "x": x, "denoised": x0})
+    return x

@@ -1,0 +1,166 @@
+"""Checkpoints as safetensors + JSON (never pickle), written atomically.
+
+A checkpoint ``PATH`` is two files: ``PATH.safetensors`` (tensors) and ``PATH.json`` (metadata:
+network class and config, process, prediction, training state). Each file is written to a
+temporary name in the same folder, flushed and renamed over the target, so a crash never leaves a
+half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..parameterizations import ModelDenoiser
+from ..processes import process_from_config
+
+__all__ = [
+    "CheckpointError",
+    "save_tensors",
+    "load_tensors",
+    "save_model",
+    "load_model",
+    "read_metadata",
+    "NETWORKS",
+]
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, incomplete or inconsistent."""
+
+
+def _networks() -> dict[str, type]:
+    from ..models.mlp import MLP
+
+    nets: dict[str, type] = {"MLP": MLP}
+    try:
+        from ..models.unet import UNet
+
+        nets["UNet"] = UNet
+    except ImportError:  # pragma: no cover - optional while models are being added
+        pass
+    try:
+        from ..models import dit
+
+        for name in ("DiT", "MoEDiT"):
+            if hasattr(dit, name):
+                nets[name] = getattr(dit, name)
+    except ImportError:  # pragma: no cover
+        pass
+    return nets
+
+
+NETWORKS = _networks
+
+
+def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    p = Path(path)
+    if p.suffix in (".safetensors", ".json"):
+        p = p.with_suffix("")
+    return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
+
+
+def _atomic_write(target: Path, write) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
+    """Write ``tensors`` and JSON ``meta`` atomically; returns the ``.safetensors`` path.
+
+    The JSON is written last, so a reader that finds it also finds complete tensors.
+    """
+    st_path, js_path = _paths(path)
+    contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    _atomic_write(st_path, lambda tmp: save_file(contiguous, tmp))
+    payload = json.dumps({"format_version": FORMAT_VERSION, **meta}, indent=2, sort_keys=True)
+
+    def write_json(tmp: str) -> None:
+        with open(tmp, "w") as fh:
+            fh.write(payload)
+
+    _atomic_write(js_path, write_json)
+    return st_path
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON metadata of a checkpoint."""
+    _, js_path = _paths(path)
+    if not js_path.exists():
+        raise CheckpointError(
+            f"no checkpoint metadata at {js_path} (expected PATH.json beside PATH.safetensors)"
+        )
+    try:
+        return json.loads(js_path.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{js_path} is not valid JSON: {err}") from None
+
+
+def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a checkpoint's tensors and metadata."""
+    st_path, _ = _paths(path)
+    meta = read_metadata(path)
+    if not st_path.exists():
+        raise CheckpointError(f"checkpoint tensors missing: {st_path}")
+    return load_file(str(st_path)), meta
+
+
+def save_model(
+    path: str | os.PathLike,
+    model: ModelDenoiser,
+    *,
+    ema: dict[str, torch.Tensor] | None = None,
+    extra_tensors: dict[str, torch.Tensor] | None = None,
+    extra_meta: dict[str, Any] | None = None,
+) -> Path:
+    """Save a :class:`ModelDenoiser` (network weights, optional EMA weights, configs)."""
+    net = model.net
+    if not hasattr(net, "config"):
+        raise CheckpointError(f"{type(net).__name__} has no .config dict: it cannot be rebuilt")
+    tensors = {f"model.{k}": v for k, v in net.state_dict().items()}
+    if ema is not None:
+        tensors.update({f"ema.{k}": v for k, v in ema.items()})
+    tensors.update(extra_tensors or {})
+    meta = {
+        "network": {"class": type(net).__name__, "config": net.config},
+        "denoiser": model.config(),
+        **(extra_meta or {}),
+    }
+    return save_tensors(path, tensors, meta)
+
+
+def load_model(path: str | os.PathLike, *, use_ema: bool = True) -> tuple[ModelDenoiser, dict[str, Any]]:
+    """Rebuild a :class:`ModelDenoiser` from :func:`save_model`; EMA weights when present."""
+    tensors, meta = load_tensors(path)
+    try:
+        net_cls = _networks()[meta["network"]["class"]]
+        net = net_cls(**meta["network"]["config"])
+        dcfg = meta["denoiser"]
+        process = process_from_config(dcfg["process"])
+    except KeyError as err:
+        raise CheckpointError(f"checkpoint metadata lacks {err}: not a hwaksan model checkpoint") from None
+    prefix = "ema." if use_ema and any(k.startswith("ema.") for k in tensors) else "model."
+    state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"weights do not fit the network: missing {missing}, unexpected {unexpected}")
+    model = ModelDenoiser(net, process, dcfg["prediction"], dcfg.get("sigma_data", 1.0))
+    return model.eval(), meta

@@ -1,0 +1,89 @@
+"""Small shared helpers: the one broadcast helper, per-sample noise and seeding.
+
+Every stochastic function in hwaksan takes a ``generator`` argument of type :data:`GeneratorLike`:
+``None`` (torch's global RNG), one ``torch.Generator`` for the whole batch, or a sequence of
+generators, one per sample. With one generator per sample, sample ``i`` gets the same noise
+whatever the batch size (EDM's habit), which the sampler contract tests pin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+GeneratorLike = torch.Generator | Sequence[torch.Generator] | None
+
+__all__ = [
+    "GeneratorLike",
+    "append_dims",
+    "as_time",
+    "generators_from_seeds",
+    "randn",
+    "randn_like",
+    "rand",
+]
+
+
+def append_dims(v: torch.Tensor, ndim: int) -> torch.Tensor:
+    """Reshape a per-sample tensor ``(batch,)`` (or a scalar) to ``(batch, 1, ..., 1)`` with ``ndim`` dims.
+
+    This is the one broadcast helper: ``append_dims(alpha, x.ndim) * x``.
+    """
+    if v.ndim == 0:
+        return v.reshape((1,) * ndim)
+    if v.ndim > ndim:
+        raise ValueError(f"cannot broadcast a {v.ndim}-d tensor to {ndim} dims")
+    return v.reshape(v.shape + (1,) * (ndim - v.ndim))
+
+
+def as_time(t: float | torch.Tensor, batch: int | None = None, device=None) -> torch.Tensor:
+    """Return ``t`` as a float64 tensor, expanded to ``(batch,)`` when ``batch`` is given."""
+    t = torch.as_tensor(t, dtype=torch.float64, device=device)
+    if batch is not None:
+        if t.ndim == 0:
+            t = t.expand(batch)
+        elif t.shape != (batch,):
+            raise ValueError(f"per-sample times must have shape ({batch},), got {tuple(t.shape)}")
+    return t
+
+
+def generators_from_seeds(seeds: Sequence[int] | int, device: str | torch.device = "cpu") -> list:
+    """One ``torch.Generator`` per seed (``seeds`` may be a count: seeds 0..n-1)."""
+    if isinstance(seeds, int):
+        seeds = range(seeds)
+    return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+
+
+def _draw(fn, shape, generator: GeneratorLike, dtype, device) -> torch.Tensor:
+    if generator is None or isinstance(generator, torch.Generator):
+        return fn(shape, generator=generator, dtype=dtype, device=device)
+    gens = list(generator)
+    if len(gens) != shape[0]:
+        raise ValueError(f"got {len(gens)} generators for a batch of {shape[0]}: give one per sample")
+    return torch.stack([fn(shape[1:], generator=g, dtype=dtype, device=device) for g in gens])
+
+
+def randn(
+    shape: Sequence[int],
+    generator: GeneratorLike = None,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device | None = None,
+) -> torch.Tensor:
+    """Standard normal noise of ``shape``; per-sample when ``generator`` is a sequence."""
+    return _draw(torch.randn, tuple(shape), generator, dtype, device)
+
+
+def rand(
+    shape: Sequence[int],
+    generator: GeneratorLike = None,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device | None = None,
+) -> torch.Tensor:
+    """Uniform [0, 1) noise of ``shape``; per-sample when ``generator`` is a sequence."""
+    return _draw(torch.rand, tuple(shape), generator, dtype, device)
+
+
+def randn_like(x: torch.Tensor, generator: GeneratorLike = None) -> torch.Tensor:
+    """Standard normal noise shaped like ``x`` (same dtype and device)."""
+    return randn(x.shape, generator, dtype=x.dtype, device=x.device)
