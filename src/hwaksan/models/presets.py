@@ -1,0 +1,260 @@
+"""Named network configurations, a builder, and a parameter / FLOP summary.
+
+A config is a plain, JSON-serialisable dict: ``{"arch": NAME, **constructor_arguments}`` with
+``NAME`` a key of :data:`ARCHITECTURES`. :func:`model_config` returns that dict for a built network
+(``{"arch": ..., **net.config}``), so ``build_model(model_config(net))`` rebuilds it for a
+checkpoint.
+
+Example:
+    >>> net = build_model("unet-digits")
+    >>> summary = model_summary(net, (1, 8, 8))
+    >>> summary["params"] == sum(p.numel() for p in net.parameters())
+    True
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+from .dit import DiT, MoEDiT
+from .mlp import MLP
+from .unet import UNet
+
+__all__ = [
+    "ARCHITECTURES",
+    "PRESETS",
+    "PRESET_INPUT_SHAPES",
+    "build_model",
+    "flop_counter",
+    "model_config",
+    "model_summary",
+    "preset_table",
+]
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {
+    "mlp": MLP,
+    "unet": UNet,
+    "dit": DiT,
+    "moe-dit": MoEDiT,
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # 1x8x8 digits: two levels (8x8, 4x4), attention at 4x4.
+    "unet-digits": {
+        "arch": "unet",
+        "in_channels": 1,
+        "model_channels": 32,
+        "channel_mult": [1, 2],
+        "num_res_blocks": 2,
+        "attention_levels": [1],
+        "num_classes": 10,
+    },
+    # 1x28x28 MNIST / Fashion-MNIST: three levels (28, 14, 7), attention at 7x7; no padding.
+    "unet-mnist": {
+        "arch": "unet",
+        "in_channels": 1,
+        "model_channels": 32,
+        "channel_mult": [1, 2, 2],
+        "num_res_blocks": 2,
+        "attention_levels": [2],
+        "num_classes": 10,
+    },
+    # 1x32x32, about 1.1 M parameters with three levels (32, 16, 8): the size of the diffusers
+    # UNet2DModel of the throughput benchmark.
+    "unet-32": {
+        "arch": "unet",
+        "in_channels": 1,
+        "model_channels": 32,
+        "channel_mult": [1, 2, 2],
+        "num_res_blocks": 1,
+        "attention_levels": [2],
+        "emb_dim": 64,
+    },
+    # 3x64x64 RGB (emoji, image folders): four levels (64, 32, 16, 8), attention at 16 and 8.
+    "unet-64": {
+        "arch": "unet",
+        "in_channels": 3,
+        "model_channels": 32,
+        "channel_mult": [1, 2, 2, 2],
+        "num_res_blocks": 2,
+        "attention_levels": [2, 3],
+    },
+    # DiT on 1x28x28 with 2x2 patches (196 tokens).
+    "dit-mnist": {
+        "arch": "dit",
+        "input_size": 28,
+        "patch_size": 2,
+        "in_channels": 1,
+        "hidden_size": 128,
+        "depth": 6,
+        "num_heads": 4,
+        "num_classes": 10,
+    },
+    # The same with a 4-expert, top-1 MoE in every block: same FLOPs, ~3x the MLP parameters.
+    "moe-mnist": {
+        "arch": "moe-dit",
+        "input_size": 28,
+        "patch_size": 2,
+        "in_channels": 1,
+        "hidden_size": 128,
+        "depth": 6,
+        "num_heads": 4,
+        "num_classes": 10,
+        "num_experts": 4,
+        "top_k": 1,
+    },
+}
+
+PRESET_INPUT_SHAPES: dict[str, tuple[int, int, int]] = {
+    "unet-digits": (1, 8, 8),
+    "unet-mnist": (1, 28, 28),
+    "unet-32": (1, 32, 32),
+    "unet-64": (3, 64, 64),
+    "dit-mnist": (1, 28, 28),
+    "moe-mnist": (1, 28, 28),
+}
+
+
+def build_model(name_or_config: str | dict[str, Any], **overrides: Any) -> nn.Module:
+    """Build a network from a preset name or a config dict.
+
+    Args:
+        name_or_config: a key of :data:`PRESETS`, or ``{"arch": NAME, **kwargs}``.
+        **overrides: constructor arguments replacing the config's.
+
+    Returns:
+        The network (in training mode, freshly initialised).
+
+    Raises:
+        ValueError: unknown preset, unknown architecture, or an argument the architecture does
+            not take (the message lists the allowed ones).
+    """
+    if isinstance(name_or_config, str):
+        if name_or_config not in PRESETS:
+            raise ValueError(f"unknown preset {name_or_config!r}: choose from {sorted(PRESETS)}")
+        config = copy.deepcopy(PRESETS[name_or_config])
+    else:
+        config = copy.deepcopy(dict(name_or_config))
+    config.update(overrides)
+    arch = config.pop("arch", None)
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown arch {arch!r}: choose from {sorted(ARCHITECTURES)}")
+    cls = ARCHITECTURES[arch]
+    allowed = _constructor_args(cls)
+    unknown = sorted(set(config) - set(allowed))
+    if unknown:
+        raise ValueError(f"{arch} does not take {unknown}: allowed keys are {allowed}")
+    return cls(**config)
+
+
+def _constructor_args(cls: type) -> list[str]:
+    names: list[str] = []
+    for klass in cls.__mro__:
+        if klass is nn.Module or not issubclass(klass, nn.Module):
+            break
+        for p in inspect.signature(klass.__init__).parameters.values():
+            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                if p.name not in names:
+                    names.append(p.name)
+        if not any(p.kind is p.VAR_KEYWORD for p in inspect.signature(klass.__init__).parameters.values()):
+            break
+    return names
+
+
+def model_config(net: nn.Module) -> dict[str, Any]:
+    """The JSON-serialisable config that rebuilds ``net``: ``{"arch": NAME, **net.config}``."""
+    for name, cls in ARCHITECTURES.items():
+        if type(net) is cls:
+            return {"arch": name, **copy.deepcopy(net.config)}
+    raise ValueError(f"{type(net).__name__} is not a registered architecture")
+
+
+def _sdpa_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _sdpa_backward_flop(
+    grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs
+) -> int:
+    return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
+def flop_counter(display: bool = False) -> FlopCounterMode:
+    """A :class:`~torch.utils.flop_counter.FlopCounterMode` that also counts attention on CPU.
+
+    PyTorch's counter knows the CUDA attention kernels but not
+    ``aten._scaled_dot_product_flash_attention_for_cpu`` (and its backward), which
+    :func:`torch.nn.functional.scaled_dot_product_attention` runs on CPU; without this mapping,
+    attention would count zero FLOPs there. Same convention: ``2 B H N L d`` per product.
+    """
+    mapping = {}
+    aten = torch.ops.aten
+    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
+        mapping[aten._scaled_dot_product_flash_attention_for_cpu] = _sdpa_flop
+    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward"):
+        mapping[aten._scaled_dot_product_flash_attention_for_cpu_backward] = _sdpa_backward_flop
+    return FlopCounterMode(display=display, custom_mapping=mapping)
+
+
+def model_summary(
+    net: nn.Module,
+    input_shape: Sequence[int],
+    cond: Any = None,
+) -> dict[str, Any]:
+    """Parameter count and forward FLOPs per sample.
+
+    FLOPs are counted by :class:`torch.utils.flop_counter.FlopCounterMode` (see
+    :func:`flop_counter`) on one forward pass of a single sample, with its convention: a
+    multiply-add counts 2 (matmul, convolution and attention only; normalisation, activations and
+    element-wise ops are not counted). A training step costs about 3x the forward.
+
+    Args:
+        net: a network ``net(x, noise_level, cond)``.
+        input_shape: ``(C, H, W)`` of one sample (no batch dimension).
+        cond: condition for the counting pass; by default none (class-conditional networks then
+            use their null class; cross-attention is skipped: pass a context to count it). A
+            zero image is supplied to networks with ``in_extra_channels``.
+
+    Returns:
+        ``{"params", "trainable_params", "flops", "gflops", "input_shape"}``, ``flops`` per
+        sample.
+    """
+    params = sum(p.numel() for p in net.parameters())
+    trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    p0 = next(net.parameters())
+    x = torch.zeros(1, *input_shape, device=p0.device, dtype=p0.dtype)
+    extra = getattr(net, "config", {}).get("in_extra_channels", 0)
+    if cond is None and extra:
+        cond = {"image": torch.zeros(1, extra, *input_shape[1:], device=p0.device)}
+    was_training = net.training
+    net.eval()
+    counter = flop_counter()
+    try:
+        with torch.no_grad(), counter:
+            net(x, torch.zeros(1, device=p0.device), cond)
+    finally:
+        net.train(was_training)
+    flops = int(counter.get_total_flops())
+    return {
+        "params": params,
+        "trainable_params": trainable,
+        "flops": flops,
+        "gflops": flops / 1e9,
+        "input_shape": list(input_shape),
+    }
+
+
+def preset_table() -> list[dict[str, Any]]:
+    """One row per preset: name, arch, input shape, parameters and GFLOPs per sample."""
+    rows = []
+    for name, config in PRESETS.items():
+        summary = model_summary(build_model(name), PRESET_INPUT_SHAPES[name])
+        rows.append({"name": name, "arch": config["arch"], **summary})
+    return rows
