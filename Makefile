@@ -7,6 +7,8 @@ OUT     ?= demo-out
 
 .PHONY: demo test lint format bench clean data
 
+include Makefile.data
+
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
@@ -20,7 +22,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)
 	$(BIN)/hwaksan demo --out $(OUT)
 
-test: $(STAMP)
+test: $(STAMP) data
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/python -m pytest -n 2 --dist loadgroup

@@ -241,9 +241,7 @@ def test_emoji_split_and_cache(emoji_cache):
     # the cache holds exactly what rendering gives
     font = str(img._emoji_font_path())
     fox = torch.from_numpy(img._render_emoji(font, [0x1F98A], (32, 32))).permute(0, 3, 1, 2)
-    assert torch.equal(
-        fox[0].float() / 127.5 - 1.0, everything.images[everything.ids.index("U+1F98A")]
-    )
+    assert torch.equal(fox[0].float() / 127.5 - 1.0, everything.images[everything.ids.index("U+1F98A")])
     assert img._render_emoji(font, [0x1F98A, 0x1F34E], (16, 20)).shape == (2, 16, 20, 3)
     gray = load_dataset("emoji", "val", grayscale=True, cache_dir=cache)
     check_dataset(gray, len(val), (1, 32, 32), full_range=False)

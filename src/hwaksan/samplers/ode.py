@@ -165,7 +165,9 @@ def sample_adaptive(
     (log-SNR infinite at 0) it integrates to ``t_min`` and finishes with one denoising step. The
     intermediate grid points are ignored. Where the path's derivative is infinite at ``ts[0]``
     (zero terminal SNR: ``alpha ~ sqrt(1 - t)``), one DDIM step to ``ts[1]`` comes first. NFE is
-    decided by the controller (count it with :class:`hwaksan.samplers.CountingDenoiser`).
+    decided by the controller (count it with :class:`hwaksan.samplers.CountingDenoiser`). The
+    controller's error norm spans the batch, so a sample depends on its batch-mates up to the
+    tolerance.
     """
     process = denoiser.process
     ts = torch.as_tensor(ts, dtype=torch.float64)

@@ -1,0 +1,107 @@
+"""Checkpoints (safetensors + JSON, atomic) and the command line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from hwaksan.cli import main
+from hwaksan.models.mlp import MLP
+from hwaksan.parameterizations import ModelDenoiser
+from hwaksan.processes import DiscreteVP
+from hwaksan.training.checkpoint import CheckpointError, load_model, save_model
+
+
+def test_model_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = ModelDenoiser(MLP(dim=2, width=16, depth=1), DiscreteVP.cosine(T=100), "v")
+    torch.nn.init.normal_(model.net.out.weight)
+    path = save_model(tmp_path / "m", model)
+    assert path.name == "m.safetensors" and (tmp_path / "m.json").exists()
+    loaded, meta = load_model(tmp_path / "m")
+    x, t = torch.randn(4, 2), torch.full((4,), 0.3, dtype=torch.float64)
+    torch.testing.assert_close(loaded(x, t), model(x, t))
+    assert meta["denoiser"]["prediction"] == "v"
+    assert not list(tmp_path.glob("*.tmp")), "temporary files left behind"
+
+
+def test_bad_checkpoint_messages(tmp_path):
+    with pytest.raises(CheckpointError, match="PATH.json"):
+        load_model(tmp_path / "missing")
+    (tmp_path / "x.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_model(tmp_path / "x")
+
+
+def test_cli_train_sample_and_help(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(
+        [
+            "train",
+            "--data",
+            "moons",
+            "--train-steps",
+            "30",
+            "--batch-size",
+            "64",
+            "--width",
+            "32",
+            "--depth",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    assert (out / "model.safetensors").exists() and (out / "loss.png").exists()
+    png = tmp_path / "s.png"
+    rc = main(
+        [
+            "sample",
+            str(out / "model"),
+            "--sampler",
+            "dpmpp_2m",
+            "--steps",
+            "5",
+            "--n",
+            "50",
+            "--out",
+            str(png),
+        ]
+    )
+    assert rc == 0 and png.exists() and png.with_suffix(".csv").exists()
+    text = capsys.readouterr().out
+    assert str(png) in text and "5 NFE" in text
+    rc = main(["sample", str(tmp_path / "nope"), "--out", str(png)])
+    assert rc == 2
+    assert "PATH.json" in capsys.readouterr().err
+
+
+def test_cli_samplers_lists_registry(capsys):
+    assert main(["samplers"]) == 0
+    assert "dpmpp_2m" in capsys.readouterr().out
+
+
+def test_every_option_has_help():
+    from hwaksan.cli import build_parser
+
+    parser = build_parser()
+    for action in parser._subparsers._group_actions[0].choices.values():
+        for opt in action._actions:
+            if opt.dest != "help":
+                assert opt.help, f"{action.prog} {opt.dest} lacks --help text"
+
+
+def test_demo_small(tmp_path):
+    rc = main(
+        ["demo", "--out", str(tmp_path), "--train-steps", "40", "--n", "200", "--width", "32", "--depth", "1"]
+    )
+    assert rc == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    names = {r["sampler"] for r in metrics["results"]}
+    assert {"ddpm", "ddim", "euler_maruyama", "heun", "dpmpp_2m"} <= names
+    assert all({"nfe", "sliced_wasserstein", "mmd"} <= set(r) for r in metrics["results"])
+    for f in ("samples.png", "trajectories.png", "sw_vs_nfe.png"):
+        assert (tmp_path / f).exists()
