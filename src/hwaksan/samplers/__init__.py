@@ -16,8 +16,20 @@ import torch
 from .._typing import Cond, Denoiser
 from ..processes import Process
 from ..utils import GeneratorLike
+from .adaptive_pid import sample_adaptive_pid
 from .langevin import langevin_correct, sample_annealed_langevin, sample_pc
 from .likelihood import LikelihoodResult, divergence, log_likelihood
+from .multistep import (
+    BrownianTree,
+    sample_deis,
+    sample_dpm_2,
+    sample_dpmpp_2m_sde,
+    sample_dpmpp_3m,
+    sample_dpmpp_3m_sde,
+    sample_dpmpp_sde,
+    sample_lms,
+    sample_unipc,
+)
 from .ode import sample_adaptive, sample_ddim, sample_dpmpp_2m, sample_heun
 from .schedules import (
     GRIDS,
@@ -42,6 +54,16 @@ __all__ = [
     "sample_heun",
     "sample_dpmpp_2m",
     "sample_adaptive",
+    "sample_dpmpp_3m",
+    "sample_dpmpp_sde",
+    "sample_dpmpp_2m_sde",
+    "sample_dpmpp_3m_sde",
+    "sample_unipc",
+    "sample_deis",
+    "sample_lms",
+    "sample_dpm_2",
+    "BrownianTree",
+    "sample_adaptive_pid",
     "sample_euler_maruyama",
     "sample_pc",
     "sample_annealed_langevin",
@@ -111,11 +133,41 @@ SAMPLERS: dict[str, SamplerSpec] = {
     "euler": SamplerSpec(sample_ddim, False, 1, _n_steps, "Euler on the EDM ODE (= DDIM eta=0)"),
     "heun": SamplerSpec(sample_heun, False, 2, _heun_nfe, "EDM Heun, 2nd order (optional churn)"),
     "dpmpp_2m": SamplerSpec(sample_dpmpp_2m, False, 2, _n_steps, "DPM-Solver++(2M) multistep"),
-    "adaptive": SamplerSpec(sample_adaptive, False, None, None, "adaptive Runge-Kutta (dopri5, rtol/atol)"),
+    "adaptive": SamplerSpec(
+        sample_adaptive,
+        False,
+        None,
+        None,
+        "adaptive Runge-Kutta (dopri5, rtol/atol)",
+        {"rtol": 1e-4, "atol": 1e-4},
+    ),
     "euler_maruyama": SamplerSpec(sample_euler_maruyama, True, None, _n_steps, "reverse SDE, Euler-Maruyama"),
     "pc": SamplerSpec(sample_pc, True, None, _pc_nfe, "predictor-corrector (EM + Langevin)"),
     "annealed_langevin": SamplerSpec(
         sample_annealed_langevin, True, None, _langevin_nfe, "annealed Langevin dynamics (NCSN)"
+    ),
+    # issue 3: multistep / exponential integrators (samplers/multistep.py)
+    "dpmpp_3m": SamplerSpec(sample_dpmpp_3m, False, 3, _n_steps, "DPM-Solver++(3M) multistep, 3rd order"),
+    "dpmpp_2m_sde": SamplerSpec(
+        sample_dpmpp_2m_sde, True, None, _n_steps, "DPM-Solver++(2M)-SDE, Brownian-tree noise (eta)"
+    ),
+    "dpmpp_3m_sde": SamplerSpec(
+        sample_dpmpp_3m_sde, True, None, _n_steps, "DPM-Solver++(3M)-SDE, Brownian-tree noise (eta)"
+    ),
+    "unipc": SamplerSpec(sample_unipc, False, 4, _n_steps, "UniPC-3 predictor + UniC corrector, B(h)=1-e^-h"),
+    "unipc_bh1": SamplerSpec(
+        sample_unipc, False, 4, _n_steps, "UniPC-3 predictor + UniC corrector, B(h)=h", {"variant": "bh1"}
+    ),
+    "deis": SamplerSpec(sample_deis, False, 3, _n_steps, "DEIS exponential integrator, eps poly in log-SNR"),
+    "lms": SamplerSpec(sample_lms, False, 4, _n_steps, "linear multistep in sigma (4th order)"),
+    "dpm_2": SamplerSpec(sample_dpm_2, False, 2, _heun_nfe, "DPM-Solver-2 (midpoint in log-SNR)"),
+    "adaptive_pid": SamplerSpec(
+        sample_adaptive_pid,
+        False,
+        None,
+        None,
+        "Bogacki-Shampine 3(2) in log sigma with a PID step controller",
+        {"rtol": 1e-3, "atol": 1e-3},
     ),
 }
 
