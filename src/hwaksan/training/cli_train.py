@@ -1,0 +1,230 @@
+"""The ``hwaksan train`` and ``hwaksan sample`` sub-commands (argument parsers and runners).
+
+``cli.py`` builds one sub-parser per command and calls ``add_train_arguments`` /
+``add_sample_arguments`` on it, then ``run_train(args)`` / ``run_sample(args)``, which return the
+process exit status (0 success, 1 a user error already explained on stderr)::
+
+    hwaksan train --config configs/digits.toml [--set train.steps=500 ...] [--out DIR] [--resume]
+    torchrun --nproc_per_node 2 -m hwaksan.cli train --config configs/digits.toml
+    hwaksan sample runs/digits --sampler heun --steps 18 --n 64 --seed 0 --out grid.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+__all__ = ["add_train_arguments", "run_train", "add_sample_arguments", "run_sample", "resolve_checkpoint"]
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Options of ``hwaksan train``."""
+    parser.add_argument(
+        "--config",
+        required=True,
+        metavar="FILE",
+        help="experiment config in TOML (e.g. configs/digits.toml); missing keys take their defaults",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config value, e.g. --set train.steps=500 --set optim.lr=1e-3 "
+        "--set model.args.model_channels=32 (repeatable; values are TOML: 3, 1e-4, true, [0.9, 0.99])",
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="output folder for checkpoints, samples, metrics and plots (default: runs/CONFIG_NAME)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest checkpoint in --out; bit-identical to an uninterrupted run "
+        "(the config must match the checkpoint's, except logging and sampling keys)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
+    return parser
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Run ``hwaksan train``; returns the exit status."""
+    from ..data.images import DatasetUnavailable
+    from .checkpoint import CheckpointError
+    from .config import ConfigError, load_config
+    from .distributed import cleanup
+    from .simple import NonFiniteLossError
+    from .trainer import Trainer
+
+    trainer = None
+    try:
+        config = load_config(args.config, args.overrides)
+        out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+        trainer = Trainer(config, out, progress=not getattr(args, "no_progress", False))
+        trainer.run(resume=args.resume)
+    except (ConfigError, CheckpointError, NonFiniteLossError, DatasetUnavailable) as err:
+        print(f"hwaksan train: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        where = args.out or f"runs/{Path(args.config).stem}"
+        print(
+            f"hwaksan train: interrupted; continue from the last checkpoint with --resume --out {where}",
+            file=sys.stderr,
+        )
+        return 130
+    finally:
+        if trainer is not None:
+            cleanup(trainer.dist)
+    return 0
+
+
+def add_sample_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Options of ``hwaksan sample``."""
+    from ..samplers import GRIDS, SAMPLERS
+
+    parser.add_argument(
+        "checkpoint",
+        help="a checkpoint written by hwaksan train (PATH, PATH.json or PATH.safetensors), or a run "
+        "folder (its newest checkpoint is used)",
+    )
+    parser.add_argument(
+        "--sampler",
+        default="heun",
+        choices=list(SAMPLERS),
+        help="sampler (default: heun): " + "; ".join(f"{k}: {v.description}" for k, v in SAMPLERS.items()),
+    )
+    parser.add_argument("--steps", type=int, default=18, help="sampler steps (default: 18)")
+    parser.add_argument(
+        "--grid", default="karras", choices=list(GRIDS), help="time discretisation (default: karras)"
+    )
+    parser.add_argument("--n", type=int, default=64, help="number of images (default: 64)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="image i uses seed SEED + i, whatever --n is (default: 0)"
+    )
+    parser.add_argument("--out", default="grid.png", help="output PNG (default: grid.png)")
+    parser.add_argument(
+        "--label",
+        type=int,
+        default=None,
+        help="class of every image for a class-conditional model (default: image i gets class i %% K)",
+    )
+    parser.add_argument(
+        "--uncond", action="store_true", help="sample a class-conditional model without labels (null class)"
+    )
+    parser.add_argument(
+        "--ema",
+        type=int,
+        default=0,
+        metavar="INDEX",
+        help="which EMA of the checkpoint to sample (index into its ema.decays; default: 0, the first)",
+    )
+    parser.add_argument("--no-ema", action="store_true", help="sample the raw (not averaged) weights")
+    parser.add_argument(
+        "--nrow", type=int, default=None, help="images per grid row (default: K classes, or a square)"
+    )
+    parser.add_argument(
+        "--scale",
+        type=int,
+        default=None,
+        help="pixel magnification of the PNG (default: about 96 px per image)",
+    )
+    parser.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to sample (default: auto)"
+    )
+    return parser
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint path from a checkpoint file name or a run folder (its newest checkpoint)."""
+    from .checkpoint import CheckpointError
+    from .trainer import latest_checkpoint
+
+    p = Path(path)
+    if p.is_dir():
+        found = latest_checkpoint(p) or (latest_checkpoint(p.parent) if p.name == "checkpoints" else None)
+        if found is None:
+            raise CheckpointError(f"no checkpoint under {p} (expected {p}/checkpoints/step_*.json)")
+        return found
+    if p.suffix in (".json", ".safetensors"):
+        p = p.with_suffix("")
+    if not p.with_name(p.name + ".json").exists():
+        raise CheckpointError(f"no checkpoint at {path} (expected {p}.json and {p}.safetensors)")
+    return p
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    """Run ``hwaksan sample``; returns the exit status."""
+    from ..plotting import save_image_grid
+    from ..samplers import sample
+    from .checkpoint import CheckpointError, load_model, load_tensors
+
+    try:
+        path = resolve_checkpoint(args.checkpoint)
+        model, meta = load_model(path, use_ema=not args.no_ema)
+        if args.ema and not args.no_ema:
+            decays = meta.get("ema_decays", [])
+            if not 0 <= args.ema < len(decays):
+                raise CheckpointError(
+                    f"--ema {args.ema}: the checkpoint has EMAs 0..{len(decays) - 1} ({decays})"
+                )
+            tensors, _ = load_tensors(path)
+            prefix = f"ema{args.ema}."
+            model.net.load_state_dict(
+                {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+            )
+        image_shape = meta.get("image_shape")
+        if not image_shape:
+            raise CheckpointError(f"{path} has no image_shape: not an image checkpoint from hwaksan train")
+    except CheckpointError as err:
+        print(f"hwaksan sample: error: {err}", file=sys.stderr)
+        return 1
+    if args.n < 1 or args.steps < 1:
+        print("hwaksan sample: error: --n and --steps must be >= 1", file=sys.stderr)
+        return 1
+    data_shape = meta.get("data_shape") or image_shape
+    device = torch.device(
+        "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    )
+    model = model.to(device)
+    k = int(meta.get("num_classes") or 0)
+    cond = None
+    if k and not args.uncond:
+        if args.label is not None:
+            if not 0 <= args.label < k:
+                print(f"hwaksan sample: error: --label must be in 0..{k - 1}", file=sys.stderr)
+                return 1
+            cond = torch.full((args.n,), args.label, dtype=torch.long, device=device)
+        else:
+            cond = torch.arange(args.n, device=device) % k
+    gens = [torch.Generator(device=device).manual_seed(args.seed + i) for i in range(args.n)]
+    with torch.no_grad():
+        result = sample(
+            model,
+            (args.n, *data_shape),
+            sampler=args.sampler,
+            steps=args.steps,
+            grid=args.grid,
+            cond=cond,
+            generator=gens,
+            device=device,
+        )
+    images = result.x.reshape(args.n, *image_shape)
+    nrow = args.nrow or (k if (cond is not None and args.label is None) else math.ceil(math.sqrt(args.n)))
+    scale = args.scale or max(1, 96 // max(image_shape[1:]))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_image_grid(images, out, nrow=nrow, scale=scale)
+    print(
+        f"hwaksan sample: wrote {out} ({args.n} images, {args.sampler} {args.steps} steps = "
+        f"{result.nfe} NFE, "
+        f"seeds {args.seed}..{args.seed + args.n - 1}) from {path}",
+        file=sys.stderr,
+    )
+    return 0
