@@ -75,8 +75,8 @@ def test_cli_train_sample_and_help(tmp_path, capsys):
     text = capsys.readouterr().out
     assert str(png) in text and "5 NFE" in text
     rc = main(["sample", str(tmp_path / "nope"), "--out", str(png)])
-    assert rc == 2
-    assert "PATH.json" in capsys.readouterr().err
+    assert rc == 1  # a user error, explained in one line
+    assert "nope.json" in capsys.readouterr().err
 
 
 def test_cli_samplers_lists_registry(capsys):

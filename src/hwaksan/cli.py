@@ -15,6 +15,7 @@ import torch
 
 from .processes import PROCESSES, make_process
 from .samplers import GRIDS, SAMPLERS
+from .training.cli_train import add_sample_arguments, add_train_arguments
 
 __all__ = ["main", "build_parser"]
 
@@ -123,11 +124,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         # trajectories of a few points under Heun
         traj = []
         gen = torch.Generator().manual_seed(args.seed + 1)
-        x = model.process.prior_sample((64, 2), gen)
-        traj.append(x)
         from .samplers import karras_grid, sample_heun
 
-        sample_heun(model, x, karras_grid(model.process, 25), callback=lambda info: traj.append(info["x"]))
+        ts = karras_grid(model.process, 25)
+        x = model.process.prior_sample((64, 2), gen, t=float(ts[0]))
+        traj.append(x)
+        sample_heun(model, x, ts, callback=lambda info: traj.append(info["x"]))
     files = {
         "samples": plot_samples_2d(panels, out / "samples.png"),
         "trajectories": plot_trajectories_2d(traj, out / "trajectories.png", data=reference[:2000]),
@@ -160,7 +162,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         from .training.cli_train import run_train
 
         return run_train(args)
-    out = Path(args.out)
+    out = Path(args.out or "runs/toy")
     model, dataset, losses, seconds, ckpt = _train_toy(args, out)
     print(f"trained '{args.data}' in {seconds:.1f} s; final loss {sum(losses[-100:]) / 100:.4f}")
     print(f"outputs:\n  checkpoint {ckpt}\n  loss curve {out / 'loss.png'}")
@@ -168,26 +170,35 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from .training.checkpoint import load_model, read_metadata
+    from .training.checkpoint import CheckpointError, load_model, read_metadata
+    from .training.cli_train import run_sample
 
-    meta = read_metadata(args.checkpoint)
-    if meta.get("network", {}).get("class") != "MLP":
-        from .training.cli_train import run_sample
-
+    path = Path(args.checkpoint)
+    if path.suffix in (".json", ".safetensors"):
+        path = path.with_suffix("")
+    try:
+        is_toy = path.with_name(path.name + ".json").exists() and (
+            read_metadata(path).get("network", {}).get("class") == "MLP"
+        )
+    except CheckpointError as err:
+        print(f"hwaksan sample: error: {err}", file=sys.stderr)
+        return 1
+    if not is_toy:
         return run_sample(args)
     from .plotting import plot_samples_2d
     from .samplers import sample
 
-    model, meta = load_model(args.checkpoint)
+    model, meta = load_model(path, use_ema=not args.no_ema)
     options = json.loads(args.options) if args.options else {}
+    n = args.n or 2000
     with torch.no_grad():
         res = sample(
             model,
-            (args.n, model.net.config["dim"]),
+            (n, model.net.config["dim"]),
             sampler=args.sampler,
             steps=args.steps,
             grid=args.grid,
-            generator=torch.Generator().manual_seed(args.seed),
+            generator=[torch.Generator().manual_seed(args.seed + i) for i in range(n)],
             **options,
         )
     out = Path(args.out)
@@ -198,7 +209,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
 
     np.savetxt(csv, res.x.double().numpy(), delimiter=",", header="x,y", comments="")
-    print(f"{args.n} samples with {args.sampler} ({res.nfe} NFE)\noutputs:\n  plot    {out}\n  samples {csv}")
+    print(f"{n} samples with {args.sampler} ({res.nfe} NFE)\noutputs:\n  plot    {out}\n  samples {csv}")
     return 0
 
 
@@ -213,7 +224,12 @@ def cmd_samplers(args: argparse.Namespace) -> int:
 
 def _add_toy_training(p: argparse.ArgumentParser, steps: int) -> None:
     p.add_argument("--data", default="8gaussians", choices=_toy_names(), help="2-D data set")
-    p.add_argument("--process", default="ddpm-cosine", choices=PROCESSES, help="forward process")
+    p.add_argument(
+        "--process",
+        default="ddpm-linear",
+        choices=PROCESSES,
+        help="forward process (default ddpm-linear, Ho et al. 2020; see docs/conventions.md)",
+    )
     p.add_argument(
         "--prediction",
         default="v",
@@ -247,27 +263,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "train",
-        help="train a model: 2-D toy data (--data) or an image config (--config)",
-        description="Without --config: train an MLP on 2-D toy data. With --config: the image trainer.",
+        help="train a model: 2-D toy data (--data ...) or images (--config configs/NAME.toml)",
+        description="Without --config: train an MLP denoiser on 2-D toy data (options below). With "
+        "--config: the image trainer (U-Net / DiT / MoE-DiT), configured by the TOML file and --set; "
+        "under torchrun it trains data-parallel with no change.",
     )
-    p.add_argument("--config", default=None, help="TOML experiment config (image trainer)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
-    p.add_argument("--out", default="runs/toy", help="output folder (checkpoint, loss curve)")
+    add_train_arguments(p, toy=True)
     _add_toy_training(p, steps=3000)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("sample", help="draw samples from a checkpoint with any sampler")
-    p.add_argument("checkpoint", help="checkpoint path (PATH or PATH.safetensors)")
-    p.add_argument("--sampler", default="heun", choices=tuple(SAMPLERS), help="sampler name")
-    p.add_argument("--steps", type=int, default=20, help="number of steps of the grid")
-    p.add_argument("--grid", default="karras", choices=tuple(GRIDS), help="time grid")
-    p.add_argument("--n", type=int, default=2000, help="number of samples")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--out", default="samples.png", help="output PNG (2-D: also a CSV beside it)")
-    p.add_argument("--options", default=None, help="sampler options as JSON, e.g. '{\"eta\": 1.0}'")
-    p.add_argument("--class", dest="class_label", type=int, default=None, help="class label")
-    p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale")
+    p = sub.add_parser(
+        "sample",
+        help="draw samples from a checkpoint with any sampler",
+        description="Sample a checkpoint of hwaksan train: a 2-D model gives a scatter plot and a CSV, "
+        "an image model a PNG grid.",
+    )
+    add_sample_arguments(p)
+    p.add_argument(
+        "--options",
+        default=None,
+        help="sampler options as JSON, e.g. '{\"eta\": 1.0}' (see hwaksan samplers)",
+    )
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("samplers", help="list the samplers and grids")

@@ -50,16 +50,16 @@ def plot_samples_2d(
 def plot_trajectories_2d(
     trajectory: Sequence[torch.Tensor], path: str | Path, data: torch.Tensor | None = None, lim: float = 3.5
 ) -> Path:
-    """Paths of a few points from noise (grey) to samples (blue) over the data (black)."""
+    """Paths of a few points from noise (black crosses) to samples (blue) over the data (light grey)."""
     traj = np.stack([_np(x) for x in trajectory])  # (steps, n, 2)
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     if data is not None:
         d = _np(data)
-        ax.scatter(d[:, 0], d[:, 1], s=1, color="k", alpha=0.3)
+        ax.scatter(d[:, 0], d[:, 1], s=1, color="0.75", alpha=0.5, label="data")
     for i in range(traj.shape[1]):
-        ax.plot(traj[:, i, 0], traj[:, i, 1], lw=0.6, color="C1", alpha=0.6)
-    ax.scatter(traj[0, :, 0], traj[0, :, 1], s=4, color="0.5", label="noise")
-    ax.scatter(traj[-1, :, 0], traj[-1, :, 1], s=4, color="C0", label="sample")
+        ax.plot(traj[:, i, 0], traj[:, i, 1], lw=0.6, color="C1", alpha=0.7)
+    ax.scatter(traj[0, :, 0], traj[0, :, 1], s=10, color="k", marker="x", lw=0.8, label="noise")
+    ax.scatter(traj[-1, :, 0], traj[-1, :, 1], s=8, color="C0", label="sample", zorder=3)
     ax.set_xlim(-lim, lim)
     ax.set_ylim(-lim, lim)
     ax.set_aspect("equal")

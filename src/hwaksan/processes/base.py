@@ -102,9 +102,11 @@ class Process(ABC):
         s = append_dims(self.sigma(t), x0.ndim).to(x0.dtype)
         return a * x0 + s * eps
 
-    def prior_std(self) -> float:
-        """Standard deviation of the prior used to start sampling: ``sigma(t_max)``."""
-        return float(self.sigma(self.t_max))
+    def prior_std(self, t: TimeLike | None = None) -> float:
+        """Standard deviation of the prior used to start sampling at ``t`` (default ``t_max``):
+        ``sigma(t)``. Below ``t_max`` this neglects ``alpha(t)^2 Var(x0)``, which is what every
+        sampler that starts at a capped noise level does (EDM's ``sigma_max = 80``)."""
+        return float(self.sigma(self.t_max if t is None else t))
 
     def prior_sample(
         self,
@@ -112,9 +114,11 @@ class Process(ABC):
         generator: GeneratorLike = None,
         dtype: torch.dtype = torch.float32,
         device=None,
+        t: TimeLike | None = None,
     ) -> torch.Tensor:
-        """Draw ``x_{t_max} ~ N(0, sigma(t_max)^2 I)`` of ``shape = (batch, *data_shape)``."""
-        return self.prior_std() * randn(shape, generator, dtype=dtype, device=device)
+        """Draw ``x_t ~ N(0, sigma(t)^2 I)`` of ``shape = (batch, *data_shape)``; ``t`` defaults to
+        ``t_max`` (pass the first time of the sampling grid)."""
+        return self.prior_std(t) * randn(shape, generator, dtype=dtype, device=device)
 
     def prior_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """``(B,)`` log-density of the prior ``N(0, sigma(t_max)^2 I)`` (data dims flattened)."""

@@ -216,7 +216,7 @@ def sample(
     grid_options: dict[str, Any] | None = None,
     **options: Any,
 ) -> SampleResult:
-    """Draw ``shape = (B, *data_shape)`` samples: prior noise at ``ts[0]``, then ``sampler``.
+    """Draw ``shape = (B, *data_shape)`` samples: prior noise ``N(0, sigma(ts[0])^2)``, then ``sampler``.
 
     ``grid`` is a grid name (:data:`GRIDS`) built with ``steps`` steps, or an explicit tensor.
     """
@@ -226,7 +226,7 @@ def sample(
         ts = make_grid(process, steps, grid, **(grid_options or {}))
     else:
         ts = custom_grid(process, grid)
-    x = process.prior_sample(shape, generator, dtype=dtype, device=device)
+    x = process.prior_sample(shape, generator, dtype=dtype, device=device, t=float(ts[0]))
     counter = CountingDenoiser(denoiser)
     out = spec.fn(
         counter,

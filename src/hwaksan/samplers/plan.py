@@ -219,10 +219,8 @@ def plan_steps(
     n_par = min(n_inc, max_params)
     starts = {"log_snr": np.zeros(max(n_par, 0))}
     if n_inc >= 1:
-        kg = karras_grid(process, n_steps)
+        kg = karras_grid(process, n_steps, sigma_max=s_max)  # the same range as the plan
         ks = process.sigma_tilde(kg[:-1]).clamp(min=s_min)
-        if prepend:
-            ks = ks[1:]
         inc = np.diff(-np.log(ks.numpy()))
         if len(inc) == n_inc and bool(np.all(inc > 0)):
             logits = np.log(inc)

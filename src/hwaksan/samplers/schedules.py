@@ -28,11 +28,17 @@ __all__ = [
     "make_grid",
     "GRIDS",
     "SPACINGS",
+    "KARRAS_SIGMA_MAX",
 ]
 
 SPACINGS = ("linspace", "leading", "trailing")
 #: Where sigma~ is infinite at t_max (flows, zero terminal SNR), noise-level grids start here.
 _FINITE_T_MAX = 1.0 - 1e-3
+#: Default top of the Karras grid (Karras et al. 2022, Table 1: sigma_max = 80 for every model).
+#: A cosine DDPM table reaches sigma~ = 2e4 at t = 1; Heun's trapezoid over such a first step
+#: weights the network's output at the next (much lower) level by half of the whole interval and
+#: loses the sample, so the grid starts at sigma~ = 80 unless ``sigma_max`` is given.
+KARRAS_SIGMA_MAX = 80.0
 
 
 def _finish(process: Process, ts: torch.Tensor) -> torch.Tensor:
@@ -81,14 +87,16 @@ def uniform_grid(
     return _finish(process, torch.linspace(t_max, t_min, n, dtype=torch.float64))
 
 
-def _sigma_range(process: Process, sigma_min, sigma_max) -> tuple[float, float, bool]:
-    """Default EDM noise-level range; flags whether the grid must start exactly at t_max."""
+def _sigma_range(process: Process, sigma_min, sigma_max, cap: float = math.inf) -> tuple[float, float, bool]:
+    """Default EDM noise-level range (the top at most ``cap``); flags whether the grid must start
+    exactly at t_max (where sigma~ is infinite: flows, zero terminal SNR)."""
     prepend = False
     if sigma_max is None:
         sigma_max = float(process.sigma_tilde(process.t_max))
         if not math.isfinite(sigma_max):
             sigma_max = float(process.sigma_tilde(min(process.t_max, _FINITE_T_MAX)))
             prepend = True
+        sigma_max = min(sigma_max, cap)
     if sigma_min is None:
         t_lo = process.t_min if process.t_min > 0 else 1e-3
         sigma_min = float(process.sigma_tilde(t_lo))
@@ -114,10 +122,14 @@ def karras_grid(
     """Karras et al. (2022) eq. 5 on the EDM noise level, then 0: ``n`` steps.
 
     ``sigma_i = (smax^(1/rho) + i/(n-1) (smin^(1/rho) - smax^(1/rho)))^rho``, ``i = 0..n-1``.
+    ``sigma_max`` defaults to ``min(sigma~(t_max), 80)`` (:data:`KARRAS_SIGMA_MAX`, EDM's value): the
+    grid then starts below ``t_max`` and sampling starts from ``N(0, sigma(ts[0])^2)``. Where
+    ``sigma~(t_max)`` is infinite (flows) the first point stays ``t_max``. Pass
+    ``sigma_max=float(process.sigma_tilde(process.t_max))`` for the full range.
     """
     if n < 1:
         raise ValueError("need at least one step")
-    smin, smax, prepend = _sigma_range(process, sigma_min, sigma_max)
+    smin, smax, prepend = _sigma_range(process, sigma_min, sigma_max, cap=KARRAS_SIGMA_MAX)
     ramp = torch.linspace(0, 1, n, dtype=torch.float64) if n > 1 else torch.zeros(1).double()
     lo, hi = smin ** (1 / rho), smax ** (1 / rho)
     return _grid_from_sigmas(process, (hi + ramp * (lo - hi)) ** rho, prepend)

@@ -79,6 +79,12 @@ def sample_euler_maruyama(
     ``x_s = x + (f x - g^2 score)(s - t) + g sqrt(t - s) z`` with ``score = (alpha x0^ - x)/sigma^2``.
     For VP this is the article's ``x_{t-dt} = x_t + 1/2 beta x dt + beta score dt + sqrt(beta) dW``.
     A last step onto sigma = 0 returns the denoised mean ``x0^``. NFE = number of steps.
+
+    Like any explicit Euler method it is stable only while ``g^2 |dt| / sigma^2`` stays below about
+    2 (``beta dt < 2`` for VP). The cosine DDPM table has ``beta(t) ~ 7000`` next to ``t = 1``
+    (its last beta is clipped at 0.999), so a uniform grid of fewer than ~3500 steps from ``t = 1``
+    diverges there: use the linear table or the VP SDE, or an exact-transition sampler
+    (``ddpm``, ``ddim`` with ``eta``, ``dpmpp_2m_sde``) with that schedule.
     """
     process = denoiser.process
     for st in steps(denoiser, ts):

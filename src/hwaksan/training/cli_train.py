@@ -12,6 +12,7 @@ process exit status (0 success, 1 a user error already explained on stderr)::
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
@@ -21,13 +22,15 @@ import torch
 __all__ = ["add_train_arguments", "run_train", "add_sample_arguments", "run_sample", "resolve_checkpoint"]
 
 
-def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Options of ``hwaksan train``."""
+def add_train_arguments(parser: argparse.ArgumentParser, toy: bool = False) -> argparse.ArgumentParser:
+    """Options of ``hwaksan train`` (with ``toy``, ``--config`` is optional: 2-D training without it)."""
     parser.add_argument(
         "--config",
-        required=True,
+        required=not toy,
+        default=None,
         metavar="FILE",
-        help="experiment config in TOML (e.g. configs/digits.toml); missing keys take their defaults",
+        help="experiment config in TOML (e.g. configs/digits.toml); missing keys take their defaults"
+        + ("; without it, train an MLP on 2-D toy data" if toy else ""),
     )
     parser.add_argument(
         "--set",
@@ -42,7 +45,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         "--out",
         default=None,
         metavar="DIR",
-        help="output folder for checkpoints, samples, metrics and plots (default: runs/CONFIG_NAME)",
+        help="output folder for checkpoints, samples, metrics and plots (default: runs/CONFIG_NAME, "
+        "or runs/toy for 2-D data)",
     )
     parser.add_argument(
         "--resume",
@@ -104,11 +108,17 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     parser.add_argument(
         "--grid", default="karras", choices=list(GRIDS), help="time discretisation (default: karras)"
     )
-    parser.add_argument("--n", type=int, default=64, help="number of images (default: 64)")
+    parser.add_argument(
+        "--n", type=int, default=None, help="number of samples (default: 64 images, or 2000 2-D points)"
+    )
     parser.add_argument(
         "--seed", type=int, default=0, help="image i uses seed SEED + i, whatever --n is (default: 0)"
     )
-    parser.add_argument("--out", default="grid.png", help="output PNG (default: grid.png)")
+    parser.add_argument(
+        "--out",
+        default="grid.png",
+        help="output PNG (default: grid.png); 2-D models also write a CSV beside it",
+    )
     parser.add_argument(
         "--label",
         type=int,
@@ -185,6 +195,7 @@ def run_sample(args: argparse.Namespace) -> int:
     except CheckpointError as err:
         print(f"hwaksan sample: error: {err}", file=sys.stderr)
         return 1
+    args.n = 64 if args.n is None else args.n
     if args.n < 1 or args.steps < 1:
         print("hwaksan sample: error: --n and --steps must be >= 1", file=sys.stderr)
         return 1
@@ -203,6 +214,7 @@ def run_sample(args: argparse.Namespace) -> int:
             cond = torch.full((args.n,), args.label, dtype=torch.long, device=device)
         else:
             cond = torch.arange(args.n, device=device) % k
+    options = json.loads(args.options) if getattr(args, "options", None) else {}
     gens = [torch.Generator(device=device).manual_seed(args.seed + i) for i in range(args.n)]
     with torch.no_grad():
         result = sample(
@@ -214,6 +226,7 @@ def run_sample(args: argparse.Namespace) -> int:
             cond=cond,
             generator=gens,
             device=device,
+            **options,
         )
     images = result.x.reshape(args.n, *image_shape)
     nrow = args.nrow or (k if (cond is not None and args.label is None) else math.ceil(math.sqrt(args.n)))
