@@ -202,6 +202,40 @@ def test_karras_grid_eq5():
     assert float(ts[-1]) == 0.0
 
 
+def test_karras_grid_starts_at_edm_sigma_max_and_sampling_starts_there(mixture2d):
+    """Default top: min(sigma~(t_max), 80); full range on request; flows keep t_max; the prior is
+    drawn at the grid's first time, so a VE process with sigma_max = 400 starts from 80 * z."""
+    from hwaksan.processes import VESDE
+    from hwaksan.samplers import KARRAS_SIGMA_MAX, sample
+
+    cosine = DiscreteVP.cosine()
+    ts = karras_grid(cosine, 6)
+    assert float(cosine.sigma_tilde(ts[0])) == pytest.approx(KARRAS_SIGMA_MAX, rel=1e-9)
+    full = float(cosine.sigma_tilde(cosine.t_max))
+    assert full > 1e4  # the table's own top, which the default avoids
+    assert float(cosine.sigma_tilde(karras_grid(cosine, 6, sigma_max=full)[0])) == pytest.approx(
+        full, rel=1e-9
+    )
+    linear = DiscreteVP.linear()  # sigma~(1) = 157 > 80: capped as well
+    assert float(linear.sigma_tilde(karras_grid(linear, 4)[0])) == pytest.approx(80.0, rel=1e-9)
+    assert float(karras_grid(LinearInterpolant(), 4)[0]) == 1.0
+
+    ve = VESDE(sigma_min=0.01, sigma_max=400.0)
+    oracle = GaussianMixtureDenoiser(mixture2d, ve)
+    x_start = torch.randn(64, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 80.0
+    ref = sample(
+        oracle,
+        (64, 2),
+        sampler="euler",
+        steps=3,
+        grid="karras",
+        generator=torch.Generator().manual_seed(0),
+        dtype=torch.float64,
+    ).x
+    manual = sample_ddim(oracle, x_start, karras_grid(ve, 3))
+    torch.testing.assert_close(ref, manual)
+
+
 def test_ddpm_spacings():
     p = DiscreteVP.linear()
     k = lambda spacing: (uniform_grid(p, 10, spacing)[:-1] * 1000).round().long().tolist()  # noqa: E731

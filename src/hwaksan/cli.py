@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="train a 2-D model and compare samplers (README's main job)")
     p.add_argument("--out", default="demo-out", help="output folder (created)")
     p.add_argument("--n", type=int, default=2000, help="samples per sampler and step count")
-    _add_toy_training(p, steps=3000)
+    _add_toy_training(p, steps=2000)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser(

@@ -33,6 +33,7 @@ from .multistep import (
 from .ode import sample_adaptive, sample_ddim, sample_dpmpp_2m, sample_heun
 from .schedules import (
     GRIDS,
+    KARRAS_SIGMA_MAX,
     SPACINGS,
     custom_grid,
     karras_grid,
@@ -79,6 +80,7 @@ __all__ = [
     "make_grid",
     "GRIDS",
     "SPACINGS",
+    "KARRAS_SIGMA_MAX",
 ]
 
 
