@@ -105,3 +105,30 @@ def test_demo_small(tmp_path):
     assert all({"nfe", "sliced_wasserstein", "mmd"} <= set(r) for r in metrics["results"])
     for f in ("samples.png", "trajectories.png", "sw_vs_nfe.png"):
         assert (tmp_path / f).exists()
+
+
+def test_plan_steps_cli_writes_a_grid_that_sample_accepts(tmp_path, capsys):
+    plan = tmp_path / "plan.json"
+    rc = main(
+        ["plan-steps", "--oracle", "2d", "--sampler", "dpmpp_2m", "--steps", "4", "--n", "16"]
+        + ["--max-evals", "12", "--out", str(plan)]
+    )
+    assert rc == 0
+    text = capsys.readouterr().out
+    record = json.loads(plan.read_text())
+    assert len(record["ts"]) == 5 and record["ts"][-1] == 0.0 and record["nfe"] == 4
+    assert record["error"] <= record["initial_error"]  # the search starts from the better standard grid
+    assert "estimated error" in text and str(plan) in text
+    # the planned grid drives `hwaksan sample` on a 2-D checkpoint
+    out = tmp_path / "toy"
+    args = ["train", "--data", "moons", "--train-steps", "5", "--batch-size", "16", "--width", "16"]
+    assert main([*args, "--depth", "1", "--out", str(out)]) == 0
+    png = tmp_path / "planned.png"
+    assert (
+        main(
+            ["sample", str(out), "--sampler", "dpmpp_2m", "--grid", str(plan), "--n", "8", "--out", str(png)]
+        )
+        == 0
+    )
+    assert png.exists() and "4 NFE" in capsys.readouterr().out
+    assert main(["plan-steps", "--sampler", "dpmpp_2m"]) == 1  # neither a checkpoint nor --oracle

@@ -1,4 +1,4 @@
-"""The ``hwaksan`` command line: ``demo``, ``train``, ``sample``, ``samplers``.
+"""The ``hwaksan`` command line: ``demo``, ``train``, ``sample``, ``plan-steps``, ``samplers``.
 
 Every command prints where its outputs went. ``hwaksan COMMAND --help`` explains every option.
 """
@@ -171,15 +171,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from .training.checkpoint import CheckpointError, load_model, read_metadata
-    from .training.cli_train import run_sample
+    from .training.cli_train import resolve_checkpoint, run_sample
 
-    path = Path(args.checkpoint)
-    if path.suffix in (".json", ".safetensors"):
-        path = path.with_suffix("")
     try:
-        is_toy = path.with_name(path.name + ".json").exists() and (
-            read_metadata(path).get("network", {}).get("class") == "MLP"
-        )
+        path = resolve_checkpoint(args.checkpoint)
+        is_toy = read_metadata(path).get("network", {}).get("class") == "MLP"
     except CheckpointError as err:
         print(f"hwaksan sample: error: {err}", file=sys.stderr)
         return 1
@@ -211,6 +207,95 @@ def cmd_sample(args: argparse.Namespace) -> int:
     np.savetxt(csv, res.x.double().numpy(), delimiter=",", header="x,y", comments="")
     print(f"{n} samples with {args.sampler} ({res.nfe} NFE)\noutputs:\n  plot    {out}\n  samples {csv}")
     return 0
+
+
+def _load_for_planning(checkpoint: str):
+    """``(denoiser, data_shape)`` from a 2-D or image checkpoint of ``hwaksan train``."""
+    from .training.checkpoint import load_model
+    from .training.cli_train import resolve_checkpoint
+
+    path = resolve_checkpoint(checkpoint)
+    model, meta = load_model(path)
+    if meta.get("network", {}).get("class") == "MLP":
+        return model, (int(model.net.config["dim"]),)
+    shape = meta.get("data_shape") or meta.get("image_shape")
+    if not shape:
+        raise ValueError(f"{path} records no data shape: not a checkpoint of hwaksan train")
+    return model, tuple(int(v) for v in shape)
+
+
+def cmd_plan_steps(args: argparse.Namespace) -> int:
+    from .samplers.plan import calibration_set, plan_steps
+
+    if (args.checkpoint is None) == (args.oracle is None):
+        print(
+            "hwaksan plan-steps: error: give a CHECKPOINT or --oracle 2d|64d (one of them)", file=sys.stderr
+        )
+        return 1
+    if args.oracle is not None:
+        from .oracles import GaussianMixtureDenoiser, anisotropic_mixture
+
+        dim = int(args.oracle.removesuffix("d"))
+        denoiser = GaussianMixtureDenoiser(anisotropic_mixture(dim), make_process(args.process))
+        shape, source = (dim,), f"oracle {args.oracle} / {args.process}"
+    else:
+        from .training.checkpoint import CheckpointError
+
+        try:
+            denoiser, shape = _load_for_planning(args.checkpoint)
+        except CheckpointError as err:
+            print(f"hwaksan plan-steps: error: {err}", file=sys.stderr)
+            return 1
+        source = args.checkpoint
+    spec = SAMPLERS[args.sampler]
+    if spec.stochastic or spec.nfe is None:
+        print(
+            f"hwaksan plan-steps: error: {args.sampler!r} is stochastic or adaptive; plan a "
+            f"deterministic fixed-step sampler: {', '.join(_plannable())}",
+            file=sys.stderr,
+        )
+        return 1
+    start = time.perf_counter()
+    gen = torch.Generator().manual_seed(args.seed)
+    with torch.no_grad():
+        calib = calibration_set(denoiser, args.n, gen, shape=shape)
+        plan = plan_steps(
+            denoiser, args.steps, sampler=args.sampler, calibration=calib, max_evals=args.max_evals
+        )
+    nfe = spec.nfe(plan.ts, denoiser.process, dict(spec.defaults))
+    print(f"hwaksan plan-steps: {args.sampler}, {args.steps} steps ({nfe} NFE) for {source}")
+    print(f"  {'i':>3s} {'t':>12s} {'sigma~':>12s}")
+    for i, t in enumerate(plan.ts.tolist()):
+        sig = float(denoiser.process.sigma_tilde(t)) if t > 0 else 0.0
+        print(f"  {i:3d} {t:12.6f} {sig:12.5g}")
+    print(
+        f"  estimated error (mean L2 to the PF-ODE end point, {args.n} calibration samples): "
+        f"{plan.error:.4g}; {plan.initial} grid: {plan.initial_error:.4g} "
+        f"({plan.evaluations} sampler runs, {time.perf_counter() - start:.1f} s)"
+    )
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        record = {
+            "ts": plan.ts.tolist(),
+            "sigmas": plan.sigmas.tolist(),
+            "sampler": args.sampler,
+            "steps": args.steps,
+            "nfe": nfe,
+            "error": plan.error,
+            "initial": plan.initial,
+            "initial_error": plan.initial_error,
+            "source": source,
+        }
+        out.write_text(json.dumps(record, indent=2))
+        print(
+            f"outputs:\n  grid {out} (use it with: hwaksan sample ... --sampler {args.sampler} --grid {out})"
+        )
+    return 0
+
+
+def _plannable() -> list[str]:
+    return [k for k, v in SAMPLERS.items() if not v.stochastic and v.nfe is not None]
 
 
 def cmd_samplers(args: argparse.Namespace) -> int:
@@ -285,6 +370,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="sampler options as JSON, e.g. '{\"eta\": 1.0}' (see hwaksan samplers)",
     )
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser(
+        "plan-steps",
+        help="choose the time grid that minimises a sampler's error for a step budget",
+        description="Optimise the interior noise levels of an N-step grid for one sampler: the error "
+        "proxy is the sampler's end-point distance to a float64 PF-ODE solution from the same noise on a "
+        "calibration batch. Prints the grid and its estimated error; --out writes it for hwaksan sample.",
+    )
+    p.add_argument("checkpoint", nargs="?", default=None, help="a checkpoint or run folder of hwaksan train")
+    p.add_argument(
+        "--oracle",
+        choices=("2d", "64d"),
+        default=None,
+        help="plan for the exact denoiser of the benchmark's Gaussian mixture instead of a checkpoint",
+    )
+    p.add_argument("--process", default="edm", choices=PROCESSES, help="process of --oracle (default edm)")
+    p.add_argument(
+        "--sampler",
+        default="unipc",
+        choices=_plannable(),
+        help="deterministic sampler to plan for (default unipc)",
+    )
+    p.add_argument("--steps", type=int, default=8, help="grid steps (default 8)")
+    p.add_argument("--n", type=int, default=64, help="calibration samples (default 64)")
+    p.add_argument(
+        "--max-evals", type=int, default=200, help="sampler runs the search may spend (default 200)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration noise")
+    p.add_argument("--out", default=None, help="write the grid as JSON, for hwaksan sample --grid FILE")
+    p.set_defaults(func=cmd_plan_steps)
 
     p = sub.add_parser("samplers", help="list the samplers and grids")
     p.set_defaults(func=cmd_samplers)

@@ -19,7 +19,14 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["add_train_arguments", "run_train", "add_sample_arguments", "run_sample", "resolve_checkpoint"]
+__all__ = [
+    "add_train_arguments",
+    "run_train",
+    "add_sample_arguments",
+    "run_sample",
+    "resolve_checkpoint",
+    "grid_argument",
+]
 
 
 def add_train_arguments(parser: argparse.ArgumentParser, toy: bool = False) -> argparse.ArgumentParser:
@@ -106,7 +113,11 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     )
     parser.add_argument("--steps", type=int, default=18, help="sampler steps (default: 18)")
     parser.add_argument(
-        "--grid", default="karras", choices=list(GRIDS), help="time discretisation (default: karras)"
+        "--grid",
+        default="karras",
+        type=grid_argument,
+        metavar="{" + ",".join(GRIDS) + "} or FILE.json",
+        help="time discretisation (default: karras), or a grid file written by hwaksan plan-steps --out",
     )
     parser.add_argument(
         "--n", type=int, default=None, help="number of samples (default: 64 images, or 2000 2-D points)"
@@ -151,12 +162,31 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     return parser
 
 
+def grid_argument(value: str) -> str | torch.Tensor:
+    """``--grid``: a grid name, or a JSON file with a list ``"ts"`` of decreasing times (from
+    ``hwaksan plan-steps --out``), returned as a float64 tensor."""
+    from ..samplers import GRIDS
+
+    if value in GRIDS:
+        return value
+    path = Path(value)
+    if path.suffix != ".json":
+        raise argparse.ArgumentTypeError(f"{value!r}: choose one of {', '.join(GRIDS)} or give a FILE.json")
+    try:
+        ts = json.loads(path.read_text())["ts"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise argparse.ArgumentTypeError(f"{value}: not a grid file with a list 'ts' ({err})") from None
+    return torch.tensor(ts, dtype=torch.float64)
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint path from a checkpoint file name or a run folder (its newest checkpoint)."""
     from .checkpoint import CheckpointError
     from .trainer import latest_checkpoint
 
     p = Path(path)
+    if p.is_dir() and (p / "model.json").exists():  # a 2-D run of hwaksan train (runs/NAME/model)
+        return p / "model"
     if p.is_dir():
         found = latest_checkpoint(p) or (latest_checkpoint(p.parent) if p.name == "checkpoints" else None)
         if found is None:
@@ -235,7 +265,7 @@ def run_sample(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     save_image_grid(images, out, nrow=nrow, scale=scale)
     print(
-        f"hwaksan sample: wrote {out} ({args.n} images, {args.sampler} {args.steps} steps = "
+        f"hwaksan sample: wrote {out} ({args.n} images, {args.sampler} {len(result.ts) - 1} steps = "
         f"{result.nfe} NFE, "
         f"seeds {args.seed}..{args.seed + args.n - 1}) from {path}",
         file=sys.stderr,
