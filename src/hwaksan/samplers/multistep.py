@@ -179,11 +179,12 @@ class BrownianTree:
             raise ValueError(f"need one seed per sample: {seeds.shape[0]} seeds for batch {self.shape[0]}")
         per = int(np.prod(self.shape[1:], dtype=np.int64)) if len(self.shape) > 1 else 1
         self._per = per
-        elem = torch.arange(per, dtype=torch.int64)
-        self._keys = _splitmix64(_splitmix64(seeds)[:, None] + 2 * elem[None])  # (B, per)
-        self._w1 = math.sqrt(self.t1 - self.t0) * self._normal(
-            0
-        )  # node 0: the end point; 1, 2, ...: midpoints
+        pairs = torch.arange((per + 1) // 2, dtype=torch.int64)  # one hash gives two normals
+        self._keys = _splitmix64(_splitmix64(seeds)[:, None] + 2 * pairs[None])  # (B, ceil(per/2))
+        self._cache: dict[float, torch.Tensor] = {}  # the last queried values (a step reuses one)
+        self._work = torch.float64 if dtype == torch.float64 else torch.float32
+        # node 0: the end point; 1, 2, ...: midpoints
+        self._w1 = math.sqrt(self.t1 - self.t0) * self._normal(0)
 
     @classmethod
     def from_generator(
@@ -208,14 +209,25 @@ class BrownianTree:
         return cls(x.shape, seeds, t0, t1, depth, x.dtype, x.device)
 
     def _normal(self, node: int) -> torch.Tensor:
-        """``(B, per)`` float64 standard normals for one tree node."""
-        base = _splitmix64(self._keys + _to_signed(node * 0xD1B54A32D192ED03))
-        h1, h2 = _splitmix64(base), _splitmix64(base + 1)
-        u1 = (((h1 >> 11) & ((1 << 53) - 1)).double() + 0.5) * 2.0**-53
-        u2 = (((h2 >> 11) & ((1 << 53) - 1)).double() + 0.5) * 2.0**-53
-        return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)
+        """``(B, per)`` standard normals for one tree node: one SplitMix64 hash per pair of elements,
+        its two 32-bit halves as uniforms, Box-Muller's cosine and sine as the pair. Computed in float64
+        for a float64 tree, else in float32 (the tree's values are then exact to float32 rounding)."""
+        h = _splitmix64(self._keys + _to_signed(node * 0xD1B54A32D192ED03))
+        u1 = (((h >> 32) & 0xFFFFFFFF).to(self._work) + 0.5) * 2.0**-32
+        u2 = ((h & 0xFFFFFFFF).to(self._work) + 0.5) * 2.0**-32
+        r, theta = torch.sqrt(-2.0 * torch.log(u1)), (2.0 * math.pi) * u2
+        return torch.cat([r * torch.cos(theta), r * torch.sin(theta)], dim=1)[:, : self._per]
 
     def _value(self, t: float) -> torch.Tensor:
+        if t in self._cache:
+            return self._cache[t]
+        w = self._descend(t)
+        if len(self._cache) >= 4:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[t] = w
+        return w
+
+    def _descend(self, t: float) -> torch.Tensor:
         if not self.t0 <= t <= self.t1:
             raise ValueError(f"t = {t} outside the tree's interval [{self.t0}, {self.t1}]")
         a, b = self.t0, self.t1
