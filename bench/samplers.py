@@ -51,7 +51,7 @@ SAMPLER_OPTIONS: dict[str, dict] = {"annealed_langevin": {"n_steps_each": 1}}
 #: samplers with a controller-chosen NFE: reported in their own table
 ADAPTIVE = ("adaptive", "adaptive_pid")
 #: samplers that also get a planned grid (P), and the largest NFE planned (the search costs ~100 runs)
-PLAN_SAMPLERS = ("unipc", "dpmpp_3m")
+PLAN_SAMPLERS = ("unipc", "dpmpp_3m", "deis")
 PLAN_MAX_NFE = 20
 PLAN_EVALS = 120
 

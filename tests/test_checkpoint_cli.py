@@ -132,3 +132,14 @@ def test_plan_steps_cli_writes_a_grid_that_sample_accepts(tmp_path, capsys):
     )
     assert png.exists() and "4 NFE" in capsys.readouterr().out
     assert main(["plan-steps", "--sampler", "dpmpp_2m"]) == 1  # neither a checkpoint nor --oracle
+
+
+def test_models_lists_every_preset_with_its_parameter_count(capsys):
+    from hwaksan.models.presets import PRESETS, build_model
+
+    assert main(["models", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == set(PRESETS)
+    for name, row in rows.items():
+        assert row["params"] == sum(p.numel() for p in build_model(name).parameters())
+        assert row["flops"] > 0

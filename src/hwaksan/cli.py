@@ -1,4 +1,4 @@
-"""The ``hwaksan`` command line: ``demo``, ``train``, ``sample``, ``plan-steps``, ``samplers``.
+"""The ``hwaksan`` command line: ``demo``, ``train``, ``sample``, ``plan-steps``, ``models``, ``samplers``.
 
 Every command prints where its outputs went. ``hwaksan COMMAND --help`` explains every option.
 """
@@ -298,6 +298,22 @@ def _plannable() -> list[str]:
     return [k for k, v in SAMPLERS.items() if not v.stochastic and v.nfe is not None]
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models.presets import preset_table
+
+    rows = preset_table()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'preset':14s} {'arch':8s} {'input':>12s} {'params':>10s} {'GFLOP/sample':>13s}")
+    for r in rows:
+        shape = "x".join(str(v) for v in r["input_shape"])
+        print(f"{r['name']:14s} {r['arch']:8s} {shape:>12s} {r['params'] / 1e6:9.2f}M {r['gflops']:13.3f}")
+    print("FLOPs: one forward pass of one sample (multiply-add = 2; matmul, convolution, attention).")
+    print("A training step costs about 3x the forward. Use a preset with [model] preset = NAME.")
+    return 0
+
+
 def cmd_samplers(args: argparse.Namespace) -> int:
     print(f"{'name':20s} {'kind':13s} {'order':5s} description")
     for name, spec in SAMPLERS.items():
@@ -400,6 +416,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration noise")
     p.add_argument("--out", default=None, help="write the grid as JSON, for hwaksan sample --grid FILE")
     p.set_defaults(func=cmd_plan_steps)
+
+    p = sub.add_parser(
+        "models",
+        help="list the network presets with parameter counts and FLOPs per sample",
+        description="Every preset of hwaksan.models.presets: architecture, input shape, parameters and "
+        "forward GFLOPs per sample (counted by torch's FlopCounterMode).",
+    )
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("samplers", help="list the samplers and grids")
     p.set_defaults(func=cmd_samplers)
