@@ -261,11 +261,14 @@ def test_planned_grid_is_valid_and_no_worse():
 
     den = GaussianMixtureDenoiser(_mixture(), EDM())
     cal = calibration_set(den, 16, torch.Generator().manual_seed(0), rtol=1e-9, atol=1e-9)
-    plan = plan_steps(den, 5, sampler="dpmpp_3m", calibration=cal, max_evals=40)
-    ts = plan.ts
-    assert ts.dtype == torch.float64 and len(ts) == 6 and float(ts[-1]) == 0.0
-    assert float(ts[0]) == den.process.t_max and bool((ts[1:] < ts[:-1]).all())
-    assert float(plan.sigmas[-1]) == pytest.approx(
-        float(den.process.sigma_tilde(den.process.t_min)), rel=1e-9
-    )
-    assert plan.error <= plan.initial_error and plan.evaluations <= 40
+    s_min = float(den.process.sigma_tilde(den.process.t_min))
+    for free_end in (False, True):
+        plan = plan_steps(den, 5, sampler="dpmpp_3m", calibration=cal, max_evals=40, free_end=free_end)
+        ts = plan.ts
+        assert ts.dtype == torch.float64 and len(ts) == 6 and float(ts[-1]) == 0.0
+        assert float(ts[0]) == den.process.t_max and bool((ts[1:] < ts[:-1]).all())
+        if free_end:  # the last level may move up, never below the process's lowest
+            assert float(plan.sigmas[-1]) >= s_min * (1 - 1e-9)
+        else:
+            assert float(plan.sigmas[-1]) == pytest.approx(s_min, rel=1e-9)
+        assert plan.error <= plan.initial_error and plan.evaluations <= 40

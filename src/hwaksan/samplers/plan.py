@@ -144,6 +144,7 @@ def plan_steps(
     generator: GeneratorLike = None,
     max_params: int = 8,
     max_evals: int = 200,
+    free_end: bool = True,
 ) -> Plan:
     """Choose an ``n_steps`` grid for ``sampler`` that minimises its calibration error.
 
@@ -156,6 +157,10 @@ def plan_steps(
             (with ``n_samples`` and ``generator``), which costs one high-accuracy solve.
         max_params: at most this many free parameters (knots of the step-density).
         max_evals: budget of sampler runs for the search.
+        free_end: also choose the last noise level before the final denoising step (at or above
+            ``sigma~(t_min)``, one more parameter ``e`` with ``log sigma_last = log sigma_min + e^2``);
+            with few steps, spending them above the lowest level can be more accurate. The error is
+            still measured against the solution that runs down to ``sigma~(t_min)``.
 
     Returns:
         a :class:`Plan` whose ``ts`` goes to any sampler.
@@ -189,9 +194,14 @@ def plan_steps(
     lo, hi = math.log(s_min), math.log(s_max)
     n_inc = n_steps - 1  # increments between the n noise levels sigma_max .. sigma_min
 
+    use_end = free_end and n_inc >= 1
+
     def log_sigmas_of(theta: np.ndarray) -> torch.Tensor:
         if n_inc <= 0:
             return torch.tensor([hi], dtype=torch.float64)
+        end = lo
+        if use_end:
+            theta, end = theta[:-1], min(lo + float(theta[-1]) ** 2, lo + 0.9 * (hi - lo))
         if len(theta) == n_inc:
             logits = theta
         else:
@@ -199,7 +209,7 @@ def plan_steps(
             logits = np.interp(np.linspace(0.0, 1.0, n_inc), knots, theta)
         cum = np.concatenate([[0.0], np.cumsum(_softmax(logits))])
         cum[-1] = 1.0
-        return torch.as_tensor(hi + (lo - hi) * cum, dtype=torch.float64)
+        return torch.as_tensor(hi + (end - hi) * cum, dtype=torch.float64)
 
     def grid(theta: np.ndarray) -> torch.Tensor:
         return grid_from_log_sigmas(process, log_sigmas_of(theta), prepend)
@@ -227,11 +237,14 @@ def plan_steps(
             if n_par < n_inc:
                 logits = np.interp(np.linspace(0, 1, n_par), np.linspace(0, 1, n_inc), logits)
             starts["karras"] = logits - logits.mean()
+    if use_end:  # both starts end at sigma_min (e = 0)
+        starts = {name: np.append(th, 0.0) for name, th in starts.items()}
+    n_dim = n_par + int(use_end)
     scored = {name: error_of(grid(th)) for name, th in starts.items()}
     initial = min(scored, key=scored.get)
     theta0, err0 = starts[initial], scored[initial]
     best_theta, best_err = theta0, err0
-    if n_par >= 2 and max_evals > len(starts):
+    if n_dim >= 2 and max_evals > len(starts):
 
         def objective(th: np.ndarray) -> float:
             nonlocal best_theta, best_err
@@ -240,7 +253,7 @@ def plan_steps(
                 best_theta, best_err = th.copy(), e
             return math.log(e) if math.isfinite(e) and e > 0 else 1e3
 
-        simplex = [theta0] + [theta0 + 0.5 * np.eye(n_par)[i] for i in range(n_par)]
+        simplex = [theta0] + [theta0 + 0.5 * np.eye(n_dim)[i] for i in range(n_dim)]
         minimize(
             objective,
             theta0,
