@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 OUT     ?= demo-out
 
-.PHONY: demo test lint format bench clean data
+.PHONY: demo test lint format bench bench-peers clean data
 
 include Makefile.data
 
@@ -37,6 +37,11 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/samplers.py
+
+# The peers of the side-by-side benchmarks (bench/peers.py, bench/train_throughput.py).
+bench-peers: $(STAMP)
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/pip install -q --no-deps k-diffusion==0.1.1.post1
 
 clean:
 	rm -rf $(VENV) $(OUT) build *.egg-info src/*.egg-info

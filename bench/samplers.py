@@ -347,6 +347,38 @@ def table(results: list[Result], problem: str, key: str, nfes: tuple[int, ...]) 
     return "\n".join(lines)
 
 
+BAR_NFES = (5, 10, 20)
+
+
+def bar_table(results: list[Result]) -> str:
+    """Issue 3's bar: at NFE 5, 10, 20 hwaksan's best deterministic sampler has at most half the ODE
+    error of the best peer, and a sliced Wasserstein distance no worse than the best peer's."""
+    lines = [
+        "| problem | NFE | hwaksan best (err) | best peer (err) | err ratio | SW hwaksan / best peer | bar |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for prob in dict.fromkeys(r.problem for r in results):
+        for n in BAR_NFES:
+            rs = [r for r in results if r.problem == prob and r.target_nfe == n and r.err is not None]
+            ours = [r for r in rs if r.family == "hwaksan" and not r.stochastic and math.isfinite(r.err)]
+            peers = [r for r in rs if r.family != "hwaksan" and math.isfinite(r.err)]
+            peer_sw = [
+                r.sw
+                for r in results
+                if r.problem == prob and r.target_nfe == n and r.family != "hwaksan" and math.isfinite(r.sw)
+            ]
+            if not ours or not peers:
+                continue
+            a, b = min(ours, key=lambda r: r.err), min(peers, key=lambda r: r.err)
+            ratio, sw_ok = a.err / b.err, a.sw <= min(peer_sw) * 1.02
+            verdict = "met" if ratio <= 0.5 and sw_ok else "not met"
+            lines.append(
+                f"| {prob} | {n} | {a.sampler} {a.grid}: {_fmt(a.err)} | {b.family} {b.sampler} {b.grid}: "
+                f"{_fmt(b.err)} | {ratio:.2f} | {_fmt(a.sw)} / {_fmt(min(peer_sw))} | {verdict} |"
+            )
+    return "\n".join(lines)
+
+
 def machine() -> str:
     model = platform.processor() or "unknown CPU"
     try:
@@ -378,8 +410,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--json", default="", help="write every result to this JSON file")
     ap.add_argument("--plot", default="", help="write error-vs-NFE plots to PREFIX-<problem>.png")
+    ap.add_argument("--report", default="", help="print the bar table of a --json file and exit")
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, min(args.threads, os.cpu_count() or 1)))
+    if args.report:
+        with open(args.report) as f:
+            print(bar_table([Result(**r) for r in json.load(f)]))
+        return 0
 
     dims = args.dims.split(",")
     procs = args.processes.split(",")
@@ -450,6 +487,10 @@ def main(argv: list[str] | None = None) -> int:
         if fails:
             out.append("\nFailures:\n")
             out.extend(f"- {r.family} {r.sampler} ({r.grid}, NFE {r.target_nfe}): {r.note}" for r in fails)
+        out.append("")
+    if any(r.family != "hwaksan" for r in results):
+        out.append("### The bar (issue 3)\n")
+        out.append(bar_table(results))
         out.append("")
     print("\n".join(out))
 
