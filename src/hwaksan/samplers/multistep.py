@@ -248,8 +248,8 @@ class BrownianTree:
         return wa + frac * (wb - wa)
 
     def __call__(self, t: float) -> torch.Tensor:
-        """``W(t)`` of shape ``(B, *shape)``."""
-        return self._value(float(t)).reshape(self.shape).to(dtype=self.dtype, device=self.device)
+        """``W(t)`` of shape ``(B, *shape)`` (a copy: the tree keeps its own values)."""
+        return self._value(float(t)).reshape(self.shape).to(dtype=self.dtype, device=self.device, copy=True)
 
     def normal(self, t: float, s: float) -> torch.Tensor:
         """The standard normal ``(W(t) - W(s)) / sqrt(|t - s|)`` of the step between ``t`` and ``s``."""
