@@ -38,6 +38,23 @@ import torch
 NFE_RULES = {"n": lambda n: n, "2n-1": lambda n: 2 * n - 1}
 
 
+def failure(
+    Result,
+    prob,
+    sampler: str,
+    family: str,
+    grid: str,
+    note: str,
+    target: int = 0,
+    nfe: int = 0,
+    stochastic: bool = False,
+):
+    """The row of a peer that failed: no error, infinite distances, the reason in ``note``."""
+    return Result(
+        prob.name, sampler, family, grid, target, nfe, None, math.inf, math.inf, 0.0, stochastic, note
+    )
+
+
 # --------------------------------------------------------------------------------------------------
 # k-diffusion
 # --------------------------------------------------------------------------------------------------
@@ -88,22 +105,7 @@ def run_kdiffusion(prob, nfes, Result, ode_error, distribution_metrics) -> list:
     try:
         K = load_kdiffusion_sampling()
     except Exception as err:
-        return [
-            Result(
-                prob.name,
-                "*",
-                "k-diffusion",
-                "-",
-                0,
-                0,
-                None,
-                math.inf,
-                math.inf,
-                0.0,
-                False,
-                f"failed: import: {err}",
-            )
-        ]
+        return [failure(Result, prob, "*", "k-diffusion", "-", f"failed: import: {err}")]
     smin, smax = prob.sigma_range
     a_max = float(prob.process.alpha(prob.process.t_max))
     x_ve = prob.x_T.double() / a_max
@@ -142,19 +144,16 @@ def run_kdiffusion(prob, nfes, Result, ode_error, distribution_metrics) -> list:
                             x = fn(model, x_ve.clone(), make(n), disable=True, **kw)
                 except Exception as err:
                     out.append(
-                        Result(
-                            prob.name,
+                        failure(
+                            Result,
+                            prob,
                             name,
                             "k-diffusion",
                             gname,
-                            target,
-                            calls[0],
-                            None,
-                            math.inf,
-                            math.inf,
-                            0.0,
-                            not deterministic,
                             f"failed: {type(err).__name__}: {err}",
+                            target=target,
+                            nfe=calls[0],
+                            stochastic=not deterministic,
                         )
                     )
                     continue
@@ -299,22 +298,7 @@ def run_diffusers(prob, nfes, Result, ode_error, distribution_metrics) -> list:
 
         diffusers.utils.logging.set_verbosity_error()
     except Exception as err:
-        return [
-            Result(
-                prob.name,
-                "*",
-                "diffusers",
-                "-",
-                0,
-                0,
-                None,
-                math.inf,
-                math.inf,
-                0.0,
-                False,
-                f"failed: import: {err}",
-            )
-        ]
+        return [failure(Result, prob, "*", "diffusers", "-", f"failed: import: {err}")]
     edm = prob.process_name == "edm"
     to_t = None if edm else _TimestepToT(prob.process)
     oracle = prob.oracle
@@ -323,18 +307,12 @@ def run_diffusers(prob, nfes, Result, ode_error, distribution_metrics) -> list:
         opt = _option_label(kw)
         if cls is None:
             out.append(
-                Result(
-                    prob.name,
+                failure(
+                    Result,
+                    prob,
                     label,
                     "diffusers",
                     opt,
-                    0,
-                    0,
-                    None,
-                    math.inf,
-                    math.inf,
-                    0.0,
-                    False,
                     f"failed: {cls_name} not in diffusers {diffusers.__version__}",
                 )
             )
@@ -358,19 +336,8 @@ def run_diffusers(prob, nfes, Result, ode_error, distribution_metrics) -> list:
             sched = make()
         except Exception as err:
             out.append(
-                Result(
-                    prob.name,
-                    label,
-                    "diffusers",
-                    opt,
-                    0,
-                    0,
-                    None,
-                    math.inf,
-                    math.inf,
-                    0.0,
-                    False,
-                    f"failed: construct: {type(err).__name__}: {err}",
+                failure(
+                    Result, prob, label, "diffusers", opt, f"failed: construct: {type(err).__name__}: {err}"
                 )
             )
             continue
@@ -388,19 +355,14 @@ def run_diffusers(prob, nfes, Result, ode_error, distribution_metrics) -> list:
             if n is None:
                 if last_err is not None:
                     out.append(
-                        Result(
-                            prob.name,
+                        failure(
+                            Result,
+                            prob,
                             label,
                             "diffusers",
                             opt,
-                            target,
-                            0,
-                            None,
-                            math.inf,
-                            math.inf,
-                            0.0,
-                            False,
                             f"failed: set_timesteps: {type(last_err).__name__}: {last_err}",
+                            target=target,
                         )
                     )
                 continue
@@ -432,19 +394,15 @@ def run_diffusers(prob, nfes, Result, ode_error, distribution_metrics) -> list:
                         x = sched.step(model_out, k, x).prev_sample
             except Exception as err:
                 out.append(
-                    Result(
-                        prob.name,
+                    failure(
+                        Result,
+                        prob,
                         label,
                         "diffusers",
                         opt,
-                        target,
-                        calls,
-                        None,
-                        math.inf,
-                        math.inf,
-                        0.0,
-                        False,
                         f"failed: {type(err).__name__}: {err}",
+                        target=target,
+                        nfe=calls,
                     )
                 )
                 continue

@@ -185,7 +185,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .samplers import sample
 
     model, meta = load_model(path, use_ema=not args.no_ema)
-    options = json.loads(args.options) if args.options else {}
     n = args.n or 2000
     with torch.no_grad():
         res = sample(
@@ -195,7 +194,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
             steps=args.steps,
             grid=args.grid,
             generator=[torch.Generator().manual_seed(args.seed + i) for i in range(n)],
-            **options,
+            **args.options,
         )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -380,11 +379,6 @@ def build_parser() -> argparse.ArgumentParser:
         "an image model a PNG grid.",
     )
     add_sample_arguments(p)
-    p.add_argument(
-        "--options",
-        default=None,
-        help="sampler options as JSON, e.g. '{\"eta\": 1.0}' (see hwaksan samplers)",
-    )
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser(

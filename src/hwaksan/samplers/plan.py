@@ -30,11 +30,9 @@ from torchdiffeq import odeint
 
 from .._typing import Denoiser
 from ..utils import GeneratorLike
-from .schedules import karras_grid
+from .schedules import _FINITE_T_MAX, _sigma_range, karras_grid
 
 __all__ = ["Plan", "plan_steps", "calibration_set", "grid_from_log_sigmas"]
-
-_FINITE_T_MAX = 1.0 - 1e-3
 
 
 @dataclass(frozen=True)
@@ -56,15 +54,6 @@ class Plan:
     initial_error: float
     initial: str
     evaluations: int
-
-
-def _sigma_range(process) -> tuple[float, float, bool]:
-    s_max = float(process.sigma_tilde(process.t_max))
-    prepend = not math.isfinite(s_max)
-    if prepend:
-        s_max = float(process.sigma_tilde(min(process.t_max, _FINITE_T_MAX)))
-    t_lo = process.t_min if process.t_min > 0 else 1e-3
-    return float(process.sigma_tilde(t_lo)), s_max, prepend
 
 
 def grid_from_log_sigmas(process, log_sigmas: torch.Tensor, prepend: bool = False) -> torch.Tensor:
@@ -101,7 +90,7 @@ def calibration_set(
         if mixture is None:
             raise ValueError("give the data shape (shape=...) for a denoiser that is not a mixture oracle")
         shape = (mixture.dim,)
-    s_min, s_max, prepend = _sigma_range(process)
+    s_min, s_max, prepend = _sigma_range(process, None, None)  # the full range
     x = process.prior_sample((n_samples, *shape), generator, dtype=torch.float64)
     t_start = min(process.t_max, _FINITE_T_MAX) if prepend else process.t_max
     y = x
@@ -190,7 +179,7 @@ def plan_steps(
     if calibration is None:
         calibration = calibration_set(denoiser, n_samples, generator)
     x_cal, ref = calibration
-    s_min, s_max, prepend = _sigma_range(process)
+    s_min, s_max, prepend = _sigma_range(process, None, None)  # the full range
     lo, hi = math.log(s_min), math.log(s_max)
     n_inc = n_steps - 1  # increments between the n noise levels sigma_max .. sigma_min
 

@@ -157,9 +157,27 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
         help="pixel magnification of the PNG (default: about 96 px per image)",
     )
     parser.add_argument(
+        "--options",
+        type=sampler_options,
+        default={},
+        metavar="JSON",
+        help="sampler options as a JSON object, e.g. '{\"eta\": 1.0}' (see hwaksan samplers)",
+    )
+    parser.add_argument(
         "--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to sample (default: auto)"
     )
     return parser
+
+
+def sampler_options(value: str) -> dict:
+    """``--options``: a JSON object of keyword arguments for the sampler."""
+    try:
+        options = json.loads(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {err}") from None
+    if not isinstance(options, dict):
+        raise argparse.ArgumentTypeError("give a JSON object, e.g. '{\"eta\": 1.0}'")
+    return options
 
 
 def grid_argument(value: str) -> str | torch.Tensor:
@@ -244,7 +262,6 @@ def run_sample(args: argparse.Namespace) -> int:
             cond = torch.full((args.n,), args.label, dtype=torch.long, device=device)
         else:
             cond = torch.arange(args.n, device=device) % k
-    options = json.loads(args.options) if getattr(args, "options", None) else {}
     gens = [torch.Generator(device=device).manual_seed(args.seed + i) for i in range(args.n)]
     with torch.no_grad():
         result = sample(
@@ -256,7 +273,7 @@ def run_sample(args: argparse.Namespace) -> int:
             cond=cond,
             generator=gens,
             device=device,
-            **options,
+            **args.options,
         )
     images = result.x.reshape(args.n, *image_shape)
     nrow = args.nrow or (k if (cond is not None and args.label is None) else math.ceil(math.sqrt(args.n)))
