@@ -37,6 +37,7 @@ ALLOWED = {
     "evaluation": {"samplers", "data", "models", "utils", "processes", "parameterizations", "_typing"},
     "plotting": set(),
     "cli": None,  # anything
+    "commands": None,  # the CLI's sub-commands: anything
     "__init__": None,
 }
 

@@ -6,6 +6,7 @@ Every command prints where its outputs went. ``hwaksan COMMAND --help`` explains
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from .commands import COMMAND_MODULES
 from .processes import PROCESSES, make_process
 from .samplers import GRIDS, SAMPLERS
 from .training.cli_train import add_sample_arguments, add_train_arguments
@@ -422,6 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("samplers", help="list the samplers and grids")
     p.set_defaults(func=cmd_samplers)
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(f".commands.{name}", __package__).register(sub)
     return parser
 
 

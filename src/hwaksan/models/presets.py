@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
+from .classifier import Classifier
 from .dit import DiT, MoEDiT
 from .mlp import MLP
 from .unet import UNet
@@ -43,6 +44,7 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {
     "unet": UNet,
     "dit": DiT,
     "moe-dit": MoEDiT,
+    "classifier": Classifier,
 }
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -38,24 +38,10 @@ class CheckpointError(RuntimeError):
 
 
 def _networks() -> dict[str, type]:
-    from ..models.mlp import MLP
+    """Every network class a checkpoint may name (``meta["network"]["class"]``)."""
+    from ..models.presets import ARCHITECTURES
 
-    nets: dict[str, type] = {"MLP": MLP}
-    try:
-        from ..models.unet import UNet
-
-        nets["UNet"] = UNet
-    except ImportError:  # pragma: no cover - optional while models are being added
-        pass
-    try:
-        from ..models import dit
-
-        for name in ("DiT", "MoEDiT"):
-            if hasattr(dit, name):
-                nets[name] = getattr(dit, name)
-    except ImportError:  # pragma: no cover
-        pass
-    return nets
+    return {cls.__name__: cls for cls in ARCHITECTURES.values()}
 
 
 NETWORKS = _networks
