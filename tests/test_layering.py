@@ -34,7 +34,16 @@ ALLOWED = {
         "plotting",
         "_typing",
     },
-    "evaluation": {"samplers", "data", "models", "utils", "processes", "parameterizations", "_typing"},
+    "evaluation": {
+        "samplers",
+        "data",
+        "models",
+        "training",  # the data-set classifier behind FD-<dataset> is trained (and cached) on demand
+        "utils",
+        "processes",
+        "parameterizations",
+        "_typing",
+    },
     "plotting": set(),
     "cli": None,  # anything
     "commands": None,  # the CLI's sub-commands: anything
