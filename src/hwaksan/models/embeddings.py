@@ -70,4 +70,5 @@ class NoiseLevelEmbedding(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(freq_dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self.features(s))
+        # features in float32 (a float64 or bf16 noise level keeps its precision), then the MLP's dtype
+        return self.mlp(self.features(s).to(self.mlp[0].weight.dtype))
