@@ -100,6 +100,7 @@ def test_overrides_parse_toml_values_and_nested_tables():
         ("train.steps=many", ["train.steps", "integer"]),
         ("train.steps=0", ["train.steps", ">= 1"]),
         ("train.bf16=1", ["train.bf16", "true or false"]),
+        ("train.bf16=maybe", ["train.bf16", "true, false, auto"]),
         ("optim.lr=-0.1", ["optim.lr", "> 0"]),
         ("optim.betas=[0.9]", ["optim.betas", "2 values"]),
         ("ema.decays=[1.5]", ["ema.decays[0]", "0 <= decay < 1"]),

@@ -72,6 +72,7 @@ __all__ = [
     "list_checkpoints",
     "lr_factor",
     "mix_seed",
+    "native_bf16",
 ]
 
 _CKPT_RE = re.compile(r"^step_(\d+)\.json$")
@@ -149,6 +150,19 @@ class TrainResult:
     files: dict[str, Path] = field(default_factory=dict)
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively: a CUDA device with bf16 support, or a CPU with
+    AVX-512 BF16 or AMX (read from ``/proc/cpuinfo``; False where it cannot be read). Elsewhere bf16
+    is emulated, and a bf16 matmul can be 100x slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+
+
 def _pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -215,6 +229,7 @@ class Trainer:
             device = torch.device("cuda", self.dist.local_rank)
         self.device = device
         self.batch_slice = shard(tc.batch_size, self.dist)
+        self.bf16 = native_bf16(device) if tc.bf16 == "auto" else bool(tc.bf16)
 
         dc = config.data
         if data is None:
@@ -252,10 +267,19 @@ class Trainer:
         images = data.images.reshape(len(data), *self.data_shape).to(device)
         self.images = images
         self.labels = data.labels.to(device) if (dc.conditional and data.labels is not None) else None
+        # reflow: a data set of fixed (x0, x1) pairs carries the partners as ``noise``
+        noise = getattr(data, "noise", None)
+        self.noise = None if noise is None else noise.reshape(len(data), *self.data_shape).to(device)
 
         oc = config.optim
+        # fused: one kernel for all parameters (on CPU the default is a Python loop over them)
         self.optimizer = torch.optim.AdamW(
-            self.net.parameters(), lr=oc.lr, betas=oc.betas, weight_decay=oc.weight_decay, eps=oc.eps
+            self.net.parameters(),
+            lr=oc.lr,
+            betas=oc.betas,
+            weight_decay=oc.weight_decay,
+            eps=oc.eps,
+            fused=True,
         )
         total, warmup, cosine, min_ratio = tc.steps, oc.warmup, oc.cosine, oc.min_lr_ratio
 
@@ -371,7 +395,7 @@ class Trainer:
     # one step
 
     def _autocast(self):
-        if not self.config.train.bf16:
+        if not self.bf16:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
@@ -445,7 +469,7 @@ class Trainer:
         hints = [f"lower the learning rate (now optim.lr = {oc.lr:g}; try --set optim.lr={oc.lr / 4:g})"]
         if oc.grad_clip <= 0:
             hints.append("clip gradients (--set optim.grad_clip=1.0)")
-        if tc.bf16:
+        if self.bf16:
             hints.append("train in float32 (--set train.bf16=false)")
         hints.append("check the data for NaNs")
         where = f"; the last good checkpoint is {last}" if last else "; no checkpoint was written"
