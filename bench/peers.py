@@ -100,7 +100,7 @@ KDIFF_SAMPLERS = {
 }
 
 
-def run_kdiffusion(prob, nfes, Result, ode_error, distribution_metrics) -> list:
+def run_kdiffusion(prob, nfes, Result, ode_error, distribution_metrics, keep=None) -> list:
     out = []
     try:
         K = load_kdiffusion_sampling()
@@ -176,6 +176,8 @@ def run_kdiffusion(prob, nfes, Result, ode_error, distribution_metrics) -> list:
                         note,
                     )
                 )
+                if keep is not None:
+                    keep(out[-1], x)
     return out
 
 
@@ -291,7 +293,7 @@ def _nfe_of(sched, n: int) -> int:
     return len(sched.timesteps)
 
 
-def run_diffusers(prob, nfes, Result, ode_error, distribution_metrics) -> list:
+def run_diffusers(prob, nfes, Result, ode_error, distribution_metrics, keep=None) -> list:
     out = []
     try:
         import diffusers
@@ -423,11 +425,21 @@ def run_diffusers(prob, nfes, Result, ode_error, distribution_metrics) -> list:
                     False,
                 )
             )
+            if keep is not None:
+                keep(out[-1], x)
     return out
 
 
-def run_all(prob, nfes, Result: Callable, ode_error: Callable, distribution_metrics: Callable) -> list:
-    """Every peer on one problem; returns bench/samplers.py ``Result`` rows."""
-    return run_diffusers(prob, nfes, Result, ode_error, distribution_metrics) + run_kdiffusion(
-        prob, nfes, Result, ode_error, distribution_metrics
+def run_all(
+    prob,
+    nfes,
+    Result: Callable,
+    ode_error: Callable,
+    distribution_metrics: Callable,
+    keep: Callable | None = None,
+) -> list:
+    """Every peer on one problem; returns bench/samplers.py ``Result`` rows. ``keep(result, x)`` is
+    called with the samples of every successful run (the bar's paired comparison keeps the best)."""
+    return run_diffusers(prob, nfes, Result, ode_error, distribution_metrics, keep) + run_kdiffusion(
+        prob, nfes, Result, ode_error, distribution_metrics, keep
     )

@@ -54,6 +54,13 @@ ADAPTIVE = ("adaptive", "adaptive_pid")
 PLAN_SAMPLERS = ("unipc", "dpmpp_3m", "deis")
 PLAN_MAX_NFE = 20
 PLAN_EVALS = 120
+#: the fitted solver (grid F: grid and coefficients fitted by hwaksan.samplers.fit.fit_solver)
+FIT_SAMPLER = "fitted"
+FIT_MAX_NFE = 20
+FIT_SAMPLES = 512  # calibration noise (seed 1000, never the benchmark's seed 0); a quarter held out
+FIT_ITERATIONS = 150
+FIT = {"iterations": FIT_ITERATIONS}  # --fit-iterations changes it
+FIT_PLAN_EVALS = 80
 
 
 # --------------------------------------------------------------------------------------------------
@@ -195,6 +202,65 @@ def full_range(prob: Problem, kind: str) -> dict:
     return {"sigma_max": s_max} if kind == "K" and math.isfinite(s_max) else {}
 
 
+def calibration(prob: Problem, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` of the calibration noise (seed 1000: other noise than the benchmark's seed 0)
+    and their float64 PF-ODE end points."""
+    have = prob.extras.get("calibration")
+    if have is None or len(have[0]) < n:
+        x_cal = prob.process.prior_sample(
+            (max(n, 64), prob.mixture.dim), torch.Generator().manual_seed(1000), dtype=torch.float64
+        )
+        have = prob.extras["calibration"] = (x_cal, reference_solution(prob.oracle, prob.process, x_cal))
+    return have[0][:n], have[1][:n]
+
+
+def fitted_plan(prob: Problem, n: int, cache_file: str = "") -> dict:
+    """Grid and coefficients of the fitted solver for ``n`` steps (``FIT_SAMPLES`` calibration samples),
+    read from / written to ``cache_file`` (JSON) when given."""
+    plans = prob.extras.setdefault("fitted", {})
+    key = f"{prob.name}/{n}"
+    if key not in plans and cache_file and os.path.exists(cache_file):
+        with open(cache_file) as f:
+            stored = json.load(f).get(key)
+        if stored is not None:
+            plans[key] = stored
+    if key not in plans:
+        from hwaksan.samplers.fit import fit_solver
+
+        t0 = time.perf_counter()
+        plan = fit_solver(
+            prob.oracle,
+            n,
+            calibration=calibration(prob, FIT_SAMPLES),
+            iterations=FIT["iterations"],
+            plan_evals=FIT_PLAN_EVALS,
+        )
+        plans[key] = {
+            "ts": plan.ts.tolist(),
+            "options": plan.options,
+            "error": plan.error,
+            "initial_error": plan.initial_error,
+            "start": plan.start,
+            "fit_error": plan.fit_error,
+            "seconds": time.perf_counter() - t0,
+            "calibration": f"{FIT_SAMPLES} samples (seed 1000), {FIT['iterations']} Adam iterations",
+        }
+        print(
+            f"# {key}: fitted in {plans[key]['seconds']:.0f}s, held-out error {plan.error:.3e} "
+            f"(start {plan.initial_error:.3e}: {plan.start})",
+            file=sys.stderr,
+        )
+        if cache_file:
+            stored = {}
+            if os.path.exists(cache_file):
+                with open(cache_file) as f:
+                    stored = json.load(f)
+            stored[key] = plans[key]
+            with open(cache_file, "w") as f:
+                json.dump(stored, f, indent=1)
+    return plans[key]
+
+
 def grid_for(prob: Problem, kind: str, n: int, sampler: str) -> torch.Tensor | None:
     cache = prob.extras.setdefault("grids", {})
     key = (kind, n, sampler if kind == "P" else "")
@@ -202,13 +268,8 @@ def grid_for(prob: Problem, kind: str, n: int, sampler: str) -> torch.Tensor | N
         if kind == "P":
             from hwaksan.samplers import plan
 
-            if "calibration" not in prob.extras:  # other noise than the benchmark's (seed 1000)
-                x_cal = prob.process.prior_sample(
-                    (64, prob.mixture.dim), torch.Generator().manual_seed(1000), dtype=torch.float64
-                )
-                prob.extras["calibration"] = (x_cal, reference_solution(prob.oracle, prob.process, x_cal))
             cache[key] = plan.plan_steps(
-                prob.oracle, n, sampler=sampler, calibration=prob.extras["calibration"], max_evals=PLAN_EVALS
+                prob.oracle, n, sampler=sampler, calibration=calibration(prob, 64), max_evals=PLAN_EVALS
             ).ts
         else:
             try:
@@ -238,15 +299,30 @@ def steps_for_nfe(prob: Problem, name: str, target: int, kind: str) -> tuple[int
     return (best, ts) if ts is not None else None
 
 
-def run_hwaksan(prob: Problem, name: str, target: int, kind: str, batch_seed: int = 11) -> Result | None:
+def run_hwaksan(
+    prob: Problem,
+    name: str,
+    target: int,
+    kind: str,
+    batch_seed: int = 11,
+    keep: Callable | None = None,
+    fit_cache: str = "",
+) -> Result | None:
     spec = SAMPLERS[name]
     if kind == "P" and (name not in PLAN_SAMPLERS or target > PLAN_MAX_NFE):
         return None
-    found = steps_for_nfe(prob, name, target, kind)
-    if found is None:
-        return None
-    _, ts = found
     opts = {**spec.defaults, **SAMPLER_OPTIONS.get(name, {})}
+    if kind == "F":
+        if name != FIT_SAMPLER or target > FIT_MAX_NFE or target < 2:
+            return None
+        plan = fitted_plan(prob, target, fit_cache)
+        ts = torch.tensor(plan["ts"], dtype=torch.float64)
+        opts = {**opts, **plan["options"]}
+    else:
+        found = steps_for_nfe(prob, name, target, kind)
+        if found is None:
+            return None
+        _, ts = found
     counter = CountingDenoiser(prob.oracle)
     gens = torch.Generator().manual_seed(batch_seed)
     t0 = time.perf_counter()
@@ -272,9 +348,12 @@ def run_hwaksan(prob: Problem, name: str, target: int, kind: str, batch_seed: in
     secs = time.perf_counter() - t0
     sw, nll = distribution_metrics(x, prob)
     err = None if spec.stochastic else ode_error(x, prob.ref)
-    return Result(
+    result = Result(
         prob.name, name, "hwaksan", kind, target, counter.nfe, err, sw, nll, secs, spec.stochastic, note
     )
+    if keep is not None:
+        keep(result, x)
+    return result
 
 
 def run_adaptive(prob: Problem, name: str, rtol: float) -> Result:
@@ -350,35 +429,6 @@ def table(results: list[Result], problem: str, key: str, nfes: tuple[int, ...]) 
 BAR_NFES = (5, 10, 20)
 
 
-def bar_table(results: list[Result]) -> str:
-    """Issue 3's bar: at NFE 5, 10, 20 hwaksan's best deterministic sampler has at most half the ODE
-    error of the best peer, and a sliced Wasserstein distance no worse than the best peer's."""
-    lines = [
-        "| problem | NFE | hwaksan best (err) | best peer (err) | err ratio | SW hwaksan / best peer | bar |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for prob in dict.fromkeys(r.problem for r in results):
-        for n in BAR_NFES:
-            rs = [r for r in results if r.problem == prob and r.target_nfe == n and r.err is not None]
-            ours = [r for r in rs if r.family == "hwaksan" and not r.stochastic and math.isfinite(r.err)]
-            peers = [r for r in rs if r.family != "hwaksan" and math.isfinite(r.err)]
-            peer_sw = [
-                r.sw
-                for r in results
-                if r.problem == prob and r.target_nfe == n and r.family != "hwaksan" and math.isfinite(r.sw)
-            ]
-            if not ours or not peers:
-                continue
-            a, b = min(ours, key=lambda r: r.err), min(peers, key=lambda r: r.err)
-            ratio, sw_ok = a.err / b.err, a.sw <= min(peer_sw) * 1.02
-            verdict = "met" if ratio <= 0.5 and sw_ok else "not met"
-            lines.append(
-                f"| {prob} | {n} | {a.sampler} {a.grid}: {_fmt(a.err)} | {b.family} {b.sampler} {b.grid}: "
-                f"{_fmt(b.err)} | {ratio:.2f} | {_fmt(a.sw)} / {_fmt(min(peer_sw))} | {verdict} |"
-            )
-    return "\n".join(lines)
-
-
 def machine() -> str:
     model = platform.processor() or "unknown CPU"
     try:
@@ -403,19 +453,50 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--processes", default=",".join(PROCESSES))
     ap.add_argument("--nfes", default=",".join(map(str, NFES)), help="comma list of NFE targets")
     ap.add_argument("--samplers", default="", help="comma list (default: every registered sampler)")
-    ap.add_argument("--grids", default="U,K,L,P", help="grid kinds among U, K, L, P (planned)")
+    ap.add_argument(
+        "--grids",
+        default="U,K,L,P,F",
+        help="grid kinds among U, K, L, P (planned), F (grid and coefficients fitted, sampler 'fitted')",
+    )
+    ap.add_argument(
+        "--fit-iterations", type=int, default=FIT_ITERATIONS, help="Adam iterations of each F fit"
+    )
+    ap.add_argument(
+        "--fit-cache",
+        default="",
+        help="JSON file of fitted solvers (F): read when present, written after each fit",
+    )
     ap.add_argument(
         "--peers", action="store_true", help="also run diffusers and k-diffusion (bench/peers.py)"
     )
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--json", default="", help="write every result to this JSON file")
     ap.add_argument("--plot", default="", help="write error-vs-NFE plots to PREFIX-<problem>.png")
-    ap.add_argument("--report", default="", help="print the bar table of a --json file and exit")
+    ap.add_argument("--report", default="", help="print the bar table of --json files (comma list) and exit")
+    ap.add_argument(
+        "--bar-nfes", default=",".join(map(str, BAR_NFES)), help="NFEs of the bar (issue 3: 5,10,20)"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, min(args.threads, os.cpu_count() or 1)))
+    import bar
+
+    FIT["iterations"] = args.fit_iterations
     if args.report:
-        with open(args.report) as f:
-            print(bar_table([Result(**r) for r in json.load(f)]))
+        rows = []
+        for path in args.report.split(","):
+            with open(path) as f:
+                stored = json.load(f)
+            if not isinstance(stored, dict) or "bar" not in stored:
+                print(
+                    f"{path} has no paired bar statistics (written before they existed): rerun",
+                    file=sys.stderr,
+                )
+                return 1
+            rows.extend(stored["bar"])
+            if args.plot:  # redraw the plots from the stored results
+                stored_results = [Result(**r) for r in stored["results"]]
+                plot(stored_results, list(dict.fromkeys(r.problem for r in stored_results)), args.plot)
+        print(bar.bar_markdown(rows))
         return 0
 
     dims = args.dims.split(",")
@@ -424,10 +505,10 @@ def main(argv: list[str] | None = None) -> int:
     n = args.n
     if args.quick:
         n, procs, nfes = 64, ["ddpm-linear", "edm"][: len(procs)], (5, 10)
-        grids_arg = args.grids if args.grids != "U,K,L,P" else "U,K,L"
+        grids_arg = args.grids if args.grids != "U,K,L,P,F" else "U,K,L"
         args.grids = grids_arg
     names = [s for s in (args.samplers.split(",") if args.samplers else SAMPLERS) if s in SAMPLERS]
-    grids = [g for g in args.grids.split(",") if g in (*GRID_KINDS, "P")]
+    grids = [g for g in args.grids.split(",") if g in (*GRID_KINDS, "P", "F")]
     if "P" in grids:
         try:
             from hwaksan.samplers import plan  # noqa: F401
@@ -435,6 +516,8 @@ def main(argv: list[str] | None = None) -> int:
             grids.remove("P")
 
     results: list[Result] = []
+    keeper = bar.BarKeeper(tuple(int(v) for v in args.bar_nfes.split(",")))
+    bar_rows: list[dict] = []
     t_start = time.perf_counter()
     problems = []
     for dim in dims:
@@ -450,13 +533,17 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 for target in nfes:
                     for kind in grids:
-                        r = run_hwaksan(prob, name, target, kind)
+                        r = run_hwaksan(prob, name, target, kind, keep=keeper.offer, fit_cache=args.fit_cache)
                         if r is not None:
                             results.append(r)
             if args.peers:
                 import peers
 
-                results.extend(peers.run_all(prob, nfes, Result, ode_error, distribution_metrics))
+                results.extend(
+                    peers.run_all(prob, nfes, Result, ode_error, distribution_metrics, keep=keeper.offer)
+                )
+                bar_rows.extend(keeper.rows(prob.name, bar.PairedReference(prob.mixture, n)))
+            keeper.best = {k: v for k, v in keeper.best.items() if k[0] != prob.name}  # free the samples
             print(f"# {prob.name}: done at {time.perf_counter() - t_start:.0f}s", file=sys.stderr)
 
     out = [
@@ -488,25 +575,31 @@ def main(argv: list[str] | None = None) -> int:
             out.append("\nFailures:\n")
             out.extend(f"- {r.family} {r.sampler} ({r.grid}, NFE {r.target_nfe}): {r.note}" for r in fails)
         out.append("")
-    if any(r.family != "hwaksan" for r in results):
+    if bar_rows:
         out.append("### The bar (issue 3)\n")
-        out.append(bar_table(results))
+        out.append(bar.bar_markdown(bar_rows))
         out.append("")
     print("\n".join(out))
 
     if args.json:
+        record = {
+            "results": [r.__dict__ for r in results],
+            "bar": bar_rows,
+            "fitted": {k: v for p in problems for k, v in p.extras.get("fitted", {}).items()},
+        }
         with open(args.json, "w") as f:
-            json.dump([r.__dict__ for r in results], f, indent=1, default=str)
+            json.dump(record, f, indent=1, default=str)
     if args.plot:
-        plot(results, problems, args.plot)
+        plot(results, [p.name for p in problems], args.plot)
     return 0
 
 
-def plot(results: list[Result], problems: list[Problem], prefix: str) -> None:
+def plot(results: list[Result], problems: list[str], prefix: str) -> None:
+    """Error vs NFE per problem (best grid per sampler; hwaksan solid, peers dashed)."""
     from hwaksan.plotting import plot_metric_vs_nfe
 
-    for prob in problems:
-        best = best_by([r for r in results if r.problem == prob.name], "err")
+    for problem in problems:
+        best = best_by([r for r in results if r.problem == problem], "err")
         curves: dict[str, list[tuple[int, float]]] = {}
         dashed = []
         for (_, fam, name, _), r in best.items():
@@ -515,8 +608,17 @@ def plot(results: list[Result], problems: list[Problem], prefix: str) -> None:
                 dashed.append(label)
             if r.err is not None and math.isfinite(r.err):
                 curves.setdefault(label, []).append((r.nfe, r.err))
-        path = f"{prefix}-{prob.name.replace('/', '-')}.png"
-        plot_metric_vs_nfe(curves, path, "mean L2 error vs PF-ODE reference", dashed, title=prob.name)
+        curves = dict(sorted(curves.items(), key=lambda kv: (kv[0] in dashed, kv[0])))
+        path = f"{prefix}-{problem.replace('/', '-')}.png"
+        plot_metric_vs_nfe(
+            curves,
+            path,
+            "mean L2 error vs PF-ODE reference",
+            dashed,
+            title=problem,
+            legend_outside=True,
+            highlight=(FIT_SAMPLER,),
+        )
         print(f"# wrote {path}", file=sys.stderr)
 
 

@@ -34,7 +34,7 @@ from hwaksan.samplers import SAMPLERS, CountingDenoiser, karras_grid, log_snr_gr
 from hwaksan.samplers.multistep import BrownianTree, phi, sample_dpmpp_3m, sample_unipc
 from hwaksan.utils import generators_from_seeds
 
-NEW_DETERMINISTIC = ("dpmpp_3m", "unipc", "unipc_bh1", "deis", "lms", "dpm_2")
+NEW_DETERMINISTIC = ("dpmpp_3m", "unipc", "unipc_bh1", "deis", "lms", "dpm_2", "fitted")
 NEW_STOCHASTIC = ("dpmpp_2m_sde", "dpmpp_3m_sde")
 ORDER_STEPS = {"lms": (40, 80, 160)}
 SMIN, SMAX = 0.05, 80.0

@@ -17,6 +17,7 @@ from .._typing import Cond, Denoiser
 from ..processes import Process
 from ..utils import GeneratorLike
 from .adaptive_pid import sample_adaptive_pid
+from .fitted import sample_fitted
 from .langevin import langevin_correct, sample_annealed_langevin, sample_pc
 from .likelihood import LikelihoodResult, divergence, log_likelihood
 from .multistep import (
@@ -41,7 +42,7 @@ from .schedules import (
     make_grid,
     uniform_grid,
 )
-from .stochastic import sample_ddpm, sample_euler_maruyama, sde_coefficients
+from .stochastic import sample_ddpm, sample_euler_maruyama, sde_coefficients, x0_and_variance
 
 __all__ = [
     "SAMPLERS",
@@ -65,6 +66,7 @@ __all__ = [
     "sample_dpm_2",
     "BrownianTree",
     "sample_adaptive_pid",
+    "sample_fitted",
     "sample_euler_maruyama",
     "sample_pc",
     "sample_annealed_langevin",
@@ -130,7 +132,9 @@ class SamplerSpec:
 
 
 SAMPLERS: dict[str, SamplerSpec] = {
-    "ddpm": SamplerSpec(sample_ddpm, True, None, _n_steps, "DDPM ancestral (variance posterior|beta)"),
+    "ddpm": SamplerSpec(
+        sample_ddpm, True, None, _n_steps, "DDPM ancestral (variance posterior|beta|learned)"
+    ),
     "ddim": SamplerSpec(sample_ddim, False, 1, _n_steps, "DDIM; eta=0 deterministic, eta=1 DDPM"),
     "euler": SamplerSpec(sample_ddim, False, 1, _n_steps, "Euler on the EDM ODE (= DDIM eta=0)"),
     "heun": SamplerSpec(sample_heun, False, 2, _heun_nfe, "EDM Heun, 2nd order (optional churn)"),
@@ -171,6 +175,9 @@ SAMPLERS: dict[str, SamplerSpec] = {
         "Bogacki-Shampine 3(2) in log sigma with a PID step controller",
         {"rtol": 1e-3, "atol": 1e-3},
     ),
+    "fitted": SamplerSpec(
+        sample_fitted, False, 4, _n_steps, "predictor-corrector with fitted coefficients (plan-steps --fit)"
+    ),
 }
 
 
@@ -192,6 +199,11 @@ class CountingDenoiser:
     def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Cond = None) -> torch.Tensor:
         self.nfe += 1
         return self.denoiser(x, t, cond)
+
+    def x0_and_variance(self, x: torch.Tensor, t: torch.Tensor, cond: Cond = None):
+        """``(x0_hat, v)`` of a denoiser with a learned variance: one network call."""
+        self.nfe += 1
+        return x0_and_variance(self.denoiser, x, t, cond)
 
 
 @dataclass(frozen=True)

@@ -27,32 +27,53 @@ PROBES = ("rademacher", "gaussian")
 @dataclass(frozen=True)
 class LikelihoodResult:
     """Per-sample ``log_prob (B,)`` in nats of ``x_0`` (at ``t_start``), the prior term and the
-    integrated divergence that make it up, the latent ``x_T`` and the number of network calls."""
+    integrated divergence that make it up, the latent ``x_T`` and the number of network calls.
+
+    With Hutchinson's estimator, ``delta_log_prob_probes (B, M)`` holds the integral for each of
+    the ``M`` probes (independent unbiased estimates along the same trajectory; ``delta_log_prob``
+    is their mean, so their spread gives its Monte-Carlo error); None with the exact divergence."""
 
     log_prob: torch.Tensor
     prior_log_prob: torch.Tensor
     delta_log_prob: torch.Tensor
     x_T: torch.Tensor
     nfe: int
+    delta_log_prob_probes: torch.Tensor | None = None
+
+
+def _exact_divergence(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``sum_i d out_i / d x_i`` ``(B,)``: one backward pass per dimension (vectorising them with
+    ``is_grads_batched`` or a replicated batch measured slower on CPU for the U-Net)."""
+    flat = out.reshape(x.shape[0], -1)
+    div = torch.zeros(x.shape[0], dtype=out.dtype, device=x.device)
+    for i in range(flat.shape[1]):
+        (g,) = torch.autograd.grad(flat[:, i].sum(), x, retain_graph=True)
+        div = div + g.reshape(x.shape[0], -1)[:, i]
+    return div
 
 
 def divergence(fn, x: torch.Tensor, probe: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(fn(x), div fn(x))``: exact when ``probe`` is None, else ``probe^T (dfn/dx) probe``.
+    """``(fn(x), div fn(x))``: exact when ``probe`` is None, else Hutchinson's
+    ``probe^T (dfn/dx) probe`` (Hutchinson 1989; one vector-Jacobian product per probe).
 
-    Shapes: ``x (B, *shape)`` -> ``(B, *shape)``, ``(B,)``. Requires ``fn`` to be per-sample.
+    Shapes: ``x (B, *shape)`` -> ``(B, *shape)`` and the divergence ``(B,)``; with ``M`` probes
+    ``probe (B, M, *shape)`` the estimates ``(B, M)``. Requires ``fn`` to be per-sample.
     """
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         out = fn(x)
-        if probe is not None:
+        if probe is None:
+            div = _exact_divergence(out, x)
+        elif probe.ndim == x.ndim + 1:
+            m = probe.shape[1]
+            divs = []
+            for j in range(m):
+                (vjp,) = torch.autograd.grad(out, x, probe[:, j], retain_graph=j < m - 1)
+                divs.append((vjp * probe[:, j]).reshape(x.shape[0], -1).sum(1))
+            div = torch.stack(divs, 1)
+        else:
             (vjp,) = torch.autograd.grad(out, x, probe)
             div = (vjp * probe).reshape(x.shape[0], -1).sum(1)
-        else:
-            flat = out.reshape(x.shape[0], -1)
-            div = torch.zeros(x.shape[0], dtype=out.dtype, device=x.device)
-            for i in range(flat.shape[1]):
-                (g,) = torch.autograd.grad(flat[:, i].sum(), x, retain_graph=True)
-                div = div + g.reshape(x.shape[0], -1)[:, i]
     return out.detach(), div.detach()
 
 
@@ -69,6 +90,7 @@ def log_likelihood(
     rtol: float = 1e-5,
     atol: float = 1e-5,
     method: str = "dopri5",
+    probes: int = 1,
 ) -> LikelihoodResult:
     """Log-likelihood of ``x0 (B, *shape)`` under the model's probability-flow ODE.
 
@@ -79,6 +101,10 @@ def log_likelihood(
             or ``t_max - 1e-3`` where the path is singular there).
         exact: exact divergence (default: when the data dimension is at most 16).
         probe: Hutchinson probe distribution, ``"rademacher"`` or ``"gaussian"``.
+        probes: number ``M`` of Hutchinson probes per sample, each fixed along the trajectory;
+            the divergence is their mean and each one's integral is returned in
+            ``delta_log_prob_probes`` (one network call and ``M`` vector-Jacobian products per
+            function evaluation).
     """
     process = denoiser.process
     if probe not in PROBES:
@@ -91,9 +117,11 @@ def log_likelihood(
         t_end = process.t_max
         if not bool(torch.isfinite(process.d_alpha(t_end))):  # zero terminal SNR: singular at 1
             t_end = t_end - 1e-3
+    if probes < 1:
+        raise ValueError(f"probes must be >= 1, got {probes}")
     z = None
     if not exact:
-        z = randn(x0.shape, generator, dtype=x0.dtype, device=x0.device)
+        z = randn((x0.shape[0], probes, *x0.shape[1:]), generator, dtype=x0.dtype, device=x0.device)
         if probe == "rademacher":
             z = z.sign()
     nfe = 0
@@ -104,17 +132,18 @@ def log_likelihood(
         x = state[0]
         tb = torch.full((x.shape[0],), float(t), dtype=torch.float64, device=x.device)
         u, div = divergence(lambda y: velocity_from_x0(y, denoiser(y, tb, cond), tb, process), x, z)
-        return u, div.to(x.dtype)
+        return u, div.reshape(x.shape[0], -1).to(x.dtype)
 
     grid = torch.tensor([t_start, t_end], dtype=x0.dtype, device=x0.device)
-    state0 = (x0, torch.zeros(x0.shape[0], dtype=x0.dtype, device=x0.device))
+    state0 = (x0, torch.zeros(x0.shape[0], 1 if exact else probes, dtype=x0.dtype, device=x0.device))
     xs, deltas = odeint(
         dynamics, state0, grid, rtol=rtol, atol=atol, method=method, options=_land_on(grid, method)
     )
-    x_T, delta = xs[-1], deltas[-1]
+    x_T, per_probe = xs[-1], deltas[-1].double()
+    delta = per_probe.mean(1)
     std = float(process.sigma(t_end))
     flat = x_T.reshape(x_T.shape[0], -1).double()
     prior = -0.5 * (flat**2).sum(1) / std**2 - 0.5 * dim * torch.log(
         torch.tensor(2 * torch.pi * std**2, dtype=torch.float64)
     )
-    return LikelihoodResult(prior + delta.double(), prior, delta.double(), x_T, nfe)
+    return LikelihoodResult(prior + delta, prior, delta, x_T, nfe, None if exact else per_probe)

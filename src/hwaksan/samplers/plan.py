@@ -122,6 +122,25 @@ def _softmax(v: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
+def _theta_of(process, ts, s_min, n_inc, n_par, use_end, prepend) -> np.ndarray | None:
+    """Parameters of :func:`plan_steps` that reproduce the grid ``ts`` (None when it does not fit:
+    wrong length, not decreasing in noise level)."""
+    ts = torch.as_tensor(ts, dtype=torch.float64)
+    if len(ts) != n_inc + 2 + int(prepend) or n_inc < 1:
+        return None
+    ls = np.log(process.sigma_tilde(ts[int(prepend) : -1]).clamp(min=s_min).numpy())
+    inc = -np.diff(ls)
+    if not bool(np.all(inc > 0)):
+        return None
+    logits = np.log(inc)
+    if n_par < n_inc:
+        logits = np.interp(np.linspace(0, 1, n_par), np.linspace(0, 1, n_inc), logits)
+    theta = logits - logits.mean()
+    if use_end:
+        theta = np.append(theta, math.sqrt(max(ls[-1] - math.log(s_min), 0.0)))
+    return theta
+
+
 def plan_steps(
     denoiser: Denoiser,
     n_steps: int,
@@ -134,6 +153,7 @@ def plan_steps(
     max_params: int = 8,
     max_evals: int = 200,
     free_end: bool = True,
+    starts: dict[str, torch.Tensor] | None = None,
 ) -> Plan:
     """Choose an ``n_steps`` grid for ``sampler`` that minimises its calibration error.
 
@@ -150,6 +170,8 @@ def plan_steps(
             ``sigma~(t_min)``, one more parameter ``e`` with ``log sigma_last = log sigma_min + e^2``);
             with few steps, spending them above the lowest level can be more accurate. The error is
             still measured against the solution that runs down to ``sigma~(t_min)``.
+        starts: more starting grids (name -> ``n_steps`` grid from ``sigma~(t_max)`` down to 0, e.g.
+            the uniform-in-t grid that suits the cosine table), scored with the log-SNR and Karras ones.
 
     Returns:
         a :class:`Plan` whose ``ts`` goes to any sampler.
@@ -214,20 +236,15 @@ def plan_steps(
         e = (out.double() - ref.double()).reshape(len(ref), -1).norm(dim=1)
         return float(e.mean()) if bool(torch.isfinite(e).all()) else math.inf
 
-    # starting points: log-SNR uniform (theta = 0) and Karras rho = 7 (theta = log increments)
+    # starting points: log-SNR uniform (theta = 0), Karras rho = 7 and the given grids (theta = log
+    # increments, e = sqrt of the last level's height above sigma_min)
     n_par = min(n_inc, max_params)
-    starts = {"log_snr": np.zeros(max(n_par, 0))}
-    if n_inc >= 1:
-        kg = karras_grid(process, n_steps, sigma_max=s_max)  # the same range as the plan
-        ks = process.sigma_tilde(kg[:-1]).clamp(min=s_min)
-        inc = np.diff(-np.log(ks.numpy()))
-        if len(inc) == n_inc and bool(np.all(inc > 0)):
-            logits = np.log(inc)
-            if n_par < n_inc:
-                logits = np.interp(np.linspace(0, 1, n_par), np.linspace(0, 1, n_inc), logits)
-            starts["karras"] = logits - logits.mean()
-    if use_end:  # both starts end at sigma_min (e = 0)
-        starts = {name: np.append(th, 0.0) for name, th in starts.items()}
+    extra = {"karras": karras_grid(process, n_steps, sigma_max=s_max), **(starts or {})}
+    starts = {"log_snr": np.zeros(max(n_par, 0)) if not use_end else np.zeros(n_par + 1)}
+    for name, ts0 in extra.items():
+        th = _theta_of(process, ts0, s_min, n_inc, n_par, use_end, prepend)
+        if th is not None:
+            starts[name] = th
     n_dim = n_par + int(use_end)
     scored = {name: error_of(grid(th)) for name, th in starts.items()}
     initial = min(scored, key=scored.get)

@@ -7,12 +7,29 @@ import math
 import torch
 
 from .._typing import Cond, Denoiser
-from ..utils import GeneratorLike, randn_like
+from ..parameterizations import reverse_log_variance
+from ..utils import GeneratorLike, as_time, randn_like
 from ._common import Callback, denoise, steps
 
-__all__ = ["sample_ddpm", "sample_euler_maruyama", "sde_coefficients"]
+__all__ = ["sample_ddpm", "sample_euler_maruyama", "sde_coefficients", "x0_and_variance"]
 
-VARIANCES = ("posterior", "beta")
+VARIANCES = ("posterior", "beta", "learned")
+
+
+def x0_and_variance(
+    denoiser: Denoiser, x: torch.Tensor, t: float | torch.Tensor, cond: Cond = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x0_hat, v)`` from one call of a denoiser that predicts a variance (its
+    ``x0_and_variance`` method, e.g. a :class:`~hwaksan.parameterizations.ModelDenoiser` whose
+    network has ``learn_sigma``). Shapes ``(B, *shape)``."""
+    fn = getattr(denoiser, "x0_and_variance", None)
+    if fn is None:
+        raise ValueError(
+            f"variance='learned' needs a denoiser that predicts a variance (a ModelDenoiser whose "
+            f"network has learn_sigma=True); {type(denoiser).__name__} has none: use variance="
+            "'posterior' or 'beta'"
+        )
+    return fn(x, as_time(t, x.shape[0], x.device), cond)
 
 
 def sample_ddpm(
@@ -28,18 +45,31 @@ def sample_ddpm(
     """Ancestral sampling (Ho et al. 2020, Alg. 2), generalised to any grid and Gaussian path.
 
     ``x_s = mu~(x_t, x0^) + s z`` with the posterior mean of ``q(x_s | x_t, x0)`` at ``x0 = x0^`` and
-    ``s^2`` the posterior variance ``beta~`` (``variance="posterior"``) or the forward transition
-    variance ``beta`` (``variance="beta"``, no noise on the last step as in Ho et al.). On DDPM knots
+    ``s^2`` the posterior variance ``beta~`` (``variance="posterior"``), the forward transition
+    variance ``beta`` (``variance="beta"``, no noise on the last step as in Ho et al.), or the
+    model's learned interpolation ``exp(frac log beta + (1 - frac) log beta~)`` per element
+    (``variance="learned"``, Nichol & Dhariwal 2021 eq. 15; no noise on the last step; the
+    denoiser returns ``x0^`` and ``v`` from one network call). On DDPM knots
     ``mu~ = 1/sqrt(1-beta_t) (x_t - beta_t / sqrt(1 - ab_t) eps^)``. NFE = number of steps.
     """
     if variance not in VARIANCES:
         raise ValueError(f"unknown variance {variance!r}; choose one of {', '.join(VARIANCES)}")
     process = denoiser.process
     for st in steps(denoiser, ts):
-        x0 = denoise(denoiser, x, st.t, cond)
+        if variance == "learned":
+            x0, v_out = x0_and_variance(denoiser, x, st.t, cond)
+        else:
+            x0 = denoise(denoiser, x, st.t, cond)
         c_xt, c_x0, post_var = (float(v) for v in process.posterior_coefficients(st.t, st.s))
         x = c_xt * x + c_x0 * x0
-        if variance == "posterior":
+        if variance == "learned":
+            if st.sigma_s > 0:
+                tb = torch.full((x.shape[0],), st.t, dtype=torch.float64, device=x.device)
+                sb = torch.full_like(tb, st.s)
+                log_var = reverse_log_variance(process, tb, sb, "learned", v_out)
+                x = x + torch.exp(0.5 * log_var).to(x.dtype) * randn_like(x, generator)
+            var = 0.0
+        elif variance == "posterior":
             var = post_var
         else:
             var = float(process.transition(st.t, st.s)[1]) if st.sigma_s > 0 else 0.0
