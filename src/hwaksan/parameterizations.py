@@ -45,6 +45,8 @@ __all__ = [
     "input_scale",
     "noise_level",
     "prediction_scale",
+    "VARIANCES",
+    "reverse_log_variance",
     "ModelDenoiser",
 ]
 
@@ -212,6 +214,56 @@ def prediction_scale(kind: str, process: Process, t: torch.Tensor, sigma_data: f
     return 1.0 / c_out**2
 
 
+#: Variances of a reverse step ``p(x_s | x_t)``: the posterior ``beta~``, the forward ``beta``, or the
+#: network's interpolation between them (Nichol & Dhariwal 2021).
+VARIANCES = ("posterior", "beta", "learned")
+
+
+def reverse_log_variance(
+    process: Process,
+    t: torch.Tensor,
+    s: torch.Tensor,
+    kind: str = "posterior",
+    v: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Log-variance of the reverse step ``p(x_s | x_t)``, ``s < t``, float64.
+
+    ``posterior``: ``log beta~`` with ``beta~ = var q(x_s | x_t, x0)``; ``beta``: ``log beta`` with
+    ``beta = var q(x_t | x_s)``; ``learned`` (Nichol & Dhariwal 2021, eq. 15):
+    ``frac log beta + (1 - frac) log beta~`` with ``frac = (v + 1) / 2`` and ``v`` the network's
+    second output (not clamped, as in their code). On DDPM knots ``s = t - 1/T`` these are the
+    table's ``beta_t`` and ``beta~_t``.
+
+    A step onto ``sigma_s = 0`` has ``beta~ = 0``; there ``beta~`` is replaced by the posterior
+    variance of the step ``2t - s -> t`` (``beta~_2`` at DDPM's first step, improved-diffusion's
+    ``posterior_log_variance_clipped``), and ``beta`` is replaced by it as well (their
+    ``FIXED_LARGE`` decoder variance), so the decoder of the variational bound has a finite width;
+    ``learned`` keeps the true ``beta`` as its upper end there, as theirs does.
+
+    Shapes: ``t, s (B,)`` -> ``(B,)`` for the fixed kinds; ``v (B, *shape)`` -> ``(B, *shape)``.
+    """
+    if kind not in VARIANCES:
+        raise ValueError(f"unknown variance {kind!r}; choose one of {', '.join(VARIANCES)}")
+    t = torch.as_tensor(t, dtype=torch.float64)
+    s = torch.as_tensor(s, dtype=torch.float64)
+    var_post = process.posterior_coefficients(t, s)[2]
+    last = var_post <= 0
+    if bool(last.any()):
+        t_up = (2 * t - s).clamp(max=process.t_max)
+        var_post = torch.where(last, process.posterior_coefficients(t_up, t)[2], var_post)
+    log_post = var_post.log()
+    if kind == "posterior":
+        return log_post
+    log_beta = process.transition(t, s)[1].log()
+    if kind == "beta":
+        return torch.where(last, log_post, log_beta)
+    if v is None:
+        raise ValueError("variance 'learned' needs the network's variance output v")
+    frac = (v.double() + 1) / 2
+    n = v.ndim
+    return frac * append_dims(log_beta, n) + (1 - frac) * append_dims(log_post, n)
+
+
 class ModelDenoiser(nn.Module):
     """A raw network made into a denoiser ``D(x_t, t, cond) -> x0_hat`` (DESIGN idea 2).
 
@@ -224,10 +276,18 @@ class ModelDenoiser(nn.Module):
         process: the Gaussian path.
         prediction: one of :data:`PREDICTIONS`.
         sigma_data: data standard deviation assumed by the input scaling and EDM.
+        learn_sigma: the network also outputs a variance (Nichol & Dhariwal 2021): its output has
+            twice the data channels, ``[prediction, v]`` along dim 1; the denoiser reads the first
+            half and :meth:`x0_and_variance` both. Default: ``net.config["learn_sigma"]``.
     """
 
     def __init__(
-        self, net: nn.Module, process: Process, prediction: str = "eps", sigma_data: float = 1.0
+        self,
+        net: nn.Module,
+        process: Process,
+        prediction: str = "eps",
+        sigma_data: float = 1.0,
+        learn_sigma: bool | None = None,
     ) -> None:
         super().__init__()
         _check_kind(prediction)
@@ -241,19 +301,55 @@ class ModelDenoiser(nn.Module):
         self.process = process
         self.prediction = prediction
         self.sigma_data = float(sigma_data)
+        if learn_sigma is None:
+            learn_sigma = bool((getattr(net, "config", None) or {}).get("learn_sigma", False))
+        self.learn_sigma = bool(learn_sigma)
 
     def network_inputs(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(c_in x, c_noise)``: what the raw network receives."""
         c_in = append_dims(input_scale(self.process, t, self.sigma_data), x.ndim).to(x.dtype)
         return c_in * x, noise_level(self.process, t).to(x.dtype)
 
-    def predict(self, x: torch.Tensor, t: torch.Tensor, cond: Cond = None) -> torch.Tensor:
-        """The network's raw prediction (of type ``self.prediction``). Shapes ``(B, *shape)``."""
+    def _network(self, x: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor:
         t = as_time(t, x.shape[0], x.device)
         x_in, c_noise = self.network_inputs(x, t)
         param = next(self.net.parameters(), None)
         dtype = param.dtype if param is not None else x.dtype
         return self.net(x_in.to(dtype), c_noise.to(dtype), cond).to(x.dtype)
+
+    def predict(self, x: torch.Tensor, t: torch.Tensor, cond: Cond = None) -> torch.Tensor:
+        """The network's raw prediction (of type ``self.prediction``). Shapes ``(B, *shape)``."""
+        if self.learn_sigma:
+            return self.predict_with_variance(x, t, cond)[0]
+        return self._network(x, t, cond)
+
+    def predict_with_variance(
+        self, x: torch.Tensor, t: torch.Tensor, cond: Cond = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prediction and the raw variance output ``v`` of a ``learn_sigma`` network, from one
+        network call. Shapes ``(B, *shape)`` each."""
+        if not self.learn_sigma:
+            raise ValueError(
+                "this model has no learned variance: build its network with learn_sigma=True "
+                "(e.g. --set model.args.learn_sigma=true) or use a fixed variance"
+            )
+        out = self._network(x, t, cond)
+        if out.shape[1] != 2 * x.shape[1]:
+            raise ValueError(
+                f"a learn_sigma network must output 2 x {x.shape[1]} channels along dim 1, got {out.shape[1]}"
+            )
+        pred, v = out.chunk(2, dim=1)
+        return pred, v
+
+    def x0_and_variance(
+        self, x: torch.Tensor, t: torch.Tensor, cond: Cond = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x0_hat, v)`` from one network call: the denoised estimate and the variance output
+        ``v`` (``frac = (v + 1) / 2``, see :func:`reverse_log_variance`). Shapes ``(B, *shape)``."""
+        t = as_time(t, x.shape[0], x.device)
+        pred, v = self.predict_with_variance(x, t, cond)
+        x0, _ = x0_eps_from_prediction(self.prediction, pred, x, t, self.process, self.sigma_data)
+        return x0, v
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Cond = None) -> torch.Tensor:
         """``x0_hat (B, *shape)`` at per-sample times ``t (B,)``."""

@@ -1,0 +1,185 @@
+"""Generate many samples from a trained model in resumable shards.
+
+Sample ``i`` is drawn with its own generator seeded ``seed + i`` (and, for a class-conditional
+model, label ``i % K``), so it is the same image whatever the shard or batch size. Shards of
+``shard_size`` images (the last one possibly fewer) are written atomically to
+``FOLDER/shard_<start>.safetensors`` (+ ``.json``) as they finish; a later call with
+``resume=True`` keeps every finished shard whose settings match and generates only the rest, so
+an interrupted evaluation loses at most one shard of work.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ..samplers import sample
+from ..training.checkpoint import CheckpointError, load_tensors, read_metadata, save_tensors
+
+__all__ = ["SampleSpec", "SamplesExistError", "generate_samples", "GeneratedSamples"]
+
+
+class SamplesExistError(RuntimeError):
+    """The output folder already holds shards made with other settings (or resume was not asked)."""
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """How to draw samples; everything that changes the images (the shard files record it).
+
+    ``grid`` is a grid name or an explicit list of times; ``label`` None means image i gets class
+    ``i % K`` (class-conditional models), ``uncond`` samples the null class.
+    """
+
+    sampler: str = "heun"
+    steps: int = 18
+    grid: str | tuple[float, ...] = "karras"
+    seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+    label: int | None = None
+    uncond: bool = False
+
+    def describe(self) -> str:
+        grid = self.grid if isinstance(self.grid, str) else "custom"
+        return f"{self.sampler}, {self.steps} steps, {grid} grid"
+
+    def folder_name(self) -> str:
+        grid = self.grid if isinstance(self.grid, str) else "custom"
+        extra = "" if not (self.options or self.label is not None or self.uncond) else "-" + _short(self)
+        return f"{self.sampler}-{self.steps}-{grid}-s{self.seed}{extra}"
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["grid"] = self.grid if isinstance(self.grid, str) else list(self.grid)
+        return d
+
+
+def _short(spec: SampleSpec) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(spec.to_json(), sort_keys=True).encode()).hexdigest()[:8]
+
+
+@dataclass
+class GeneratedSamples:
+    """``images (n, C, H, W)``, ``labels (n,)`` or None, ``nfe`` per image, ``folder``, and how many
+    images were reused from earlier shards."""
+
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    nfe: int
+    folder: Path
+    reused: int
+
+
+def _labels(spec: SampleSpec, start: int, count: int, num_classes: int) -> torch.Tensor | None:
+    if not num_classes or spec.uncond:
+        return None
+    if spec.label is not None:
+        if not 0 <= spec.label < num_classes:
+            raise ValueError(f"label must be in 0..{num_classes - 1}, got {spec.label}")
+        return torch.full((count,), spec.label, dtype=torch.long)
+    return torch.arange(start, start + count) % num_classes
+
+
+def generate_samples(
+    model: torch.nn.Module,
+    meta: dict[str, Any],
+    spec: SampleSpec,
+    n: int,
+    folder: str | Path,
+    *,
+    checkpoint: dict[str, Any] | None = None,
+    shard_size: int = 250,
+    batch_size: int = 250,
+    resume: bool = False,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> GeneratedSamples:
+    """Draw ``n`` images from ``model`` (a denoiser from :func:`hwaksan.training.checkpoint.load_model`)
+    into shards under ``folder`` (module docstring).
+
+    Args:
+        model: the denoiser; ``meta`` its checkpoint metadata (``image_shape``, ``data_shape``,
+            ``num_classes``).
+        spec: sampler settings.
+        n: number of images (images ``0..n-1``).
+        folder: where the shards go.
+        checkpoint: identity of the checkpoint (path, step), recorded in and checked against shards.
+        shard_size: images per shard file; ``batch_size``: images per sampler call.
+        resume: keep matching shards found in ``folder``; without it a folder with shards is refused.
+        device: where to sample.
+        progress: show a progress bar over images.
+
+    Raises:
+        SamplesExistError: shards exist and ``resume`` is off, or they were made with other settings.
+    """
+    folder = Path(folder)
+    image_shape = tuple(meta["image_shape"])
+    data_shape = tuple(meta.get("data_shape") or image_shape)
+    k = int(meta.get("num_classes") or 0)
+    record = {"spec": spec.to_json(), "checkpoint": checkpoint or {}, "image_shape": list(image_shape)}
+    existing = sorted(folder.glob("shard_*.json"))
+    if existing and not resume:
+        raise SamplesExistError(
+            f"{folder} already holds {len(existing)} sample shards: pass --resume to reuse them, or choose "
+            "another --out"
+        )
+    done: dict[int, Path] = {}
+    for js in existing:
+        try:
+            m = read_metadata(js)
+        except CheckpointError:
+            continue  # unreadable: generated again
+        if m.get("record") != record or m.get("shard_size") != shard_size:
+            raise SamplesExistError(
+                f"{js} was made with other settings ({m.get('record')}, shard size {m.get('shard_size')}); "
+                f"now {record}, shard size {shard_size}: choose another --out or delete {folder}"
+            )
+        done[int(m["start"])] = js.with_suffix("")
+    images, labels, nfe, reused = [], [], 0, 0
+    bar = tqdm(total=n, desc=f"sampling ({spec.describe()})", disable=not progress, file=sys.stderr,
+               dynamic_ncols=True)  # fmt: skip
+    model = model.to(device)
+    for start in range(0, n, shard_size):
+        count = min(shard_size, n - start)
+        stem = folder / f"shard_{start:07d}"
+        if start in done:
+            tensors, m = load_tensors(done[start])
+            if tensors["images"].shape[0] >= count:
+                images.append(tensors["images"][:count])
+                labels.append(tensors["labels"][:count] if "labels" in tensors else None)
+                nfe = int(m["nfe"])
+                reused += count
+                bar.update(count)
+                continue
+        shard_x, shard_nfe = [], 0
+        shard_y = _labels(spec, start, count, k)
+        for b in range(start, start + count, batch_size):
+            m_b = min(batch_size, start + count - b)
+            gens = [torch.Generator(device=device).manual_seed(spec.seed + i) for i in range(b, b + m_b)]
+            cond = None if shard_y is None else shard_y[b - start : b - start + m_b].to(device)
+            grid = spec.grid if isinstance(spec.grid, str) else torch.tensor(spec.grid, dtype=torch.float64)
+            with torch.no_grad():
+                res = sample(model, (m_b, *data_shape), sampler=spec.sampler, steps=spec.steps, grid=grid,
+                             cond=cond, generator=gens, device=device, **spec.options)  # fmt: skip
+            shard_x.append(res.x.reshape(m_b, *image_shape).float().cpu())
+            shard_nfe = res.nfe
+            bar.update(m_b)
+        x = torch.cat(shard_x)
+        tensors = {"images": x} if shard_y is None else {"images": x, "labels": shard_y}
+        save_tensors(stem, tensors, {"kind": "hwaksan-samples", "record": record, "start": start,
+                                     "shard_size": shard_size, "nfe": shard_nfe})  # fmt: skip
+        images.append(x)
+        labels.append(shard_y)
+        nfe = shard_nfe
+    bar.close()
+    x = torch.cat(images) if images else torch.empty(0, *image_shape)
+    y = None if not labels or labels[0] is None else torch.cat(labels)
+    return GeneratedSamples(x, y, nfe, folder, reused)
