@@ -40,6 +40,7 @@ from .simple import NonFiniteLossError
 __all__ = [
     "ClassifierResult",
     "classifier_inputs",
+    "classifier_log_prob",
     "train_classifier",
     "classifier_accuracy",
     "save_classifier",
@@ -66,6 +67,45 @@ def classifier_inputs(
         return x_t, None
     c_in = append_dims(input_scale(process, t, sigma_data), x_t.ndim).to(x_t.dtype)
     return c_in * x_t, noise_level(process, t).to(x_t.dtype)
+
+
+def classifier_log_prob(
+    net: Classifier,
+    process: Process | None,
+    sigma_data: float = 0.5,
+    *,
+    model_process: Process | None = None,
+):
+    """``log_prob(x_t, t, y) -> (B,)`` = ``log p_phi(y | x_t)`` of a trained classifier, the callable
+    :class:`hwaksan.guidance.ClassifierGuidance` differentiates.
+
+    Args:
+        net: a :class:`Classifier` (noise-aware, or clean: then it sees ``x_t`` as it is).
+        process, sigma_data: what it was trained with (:func:`load_classifier` returns both; the
+            checkpoint's ``meta["sigma_data"]``); inputs are scaled by :func:`classifier_inputs`.
+        model_process: the process of the guided denoiser when it differs from ``process``: its
+            ``x_t`` is mapped to the classifier's process at the same noise level ``sigma~``
+            (``x~ = x_t / alpha`` is the same for every Gaussian path), so an EDM-trained
+            classifier guides a flow model too.
+
+    Shapes: ``x_t (B, C, H, W)``, ``t (B,)`` float64 (the model's times), ``y (B,)`` long.
+    """
+    same = model_process is None or process is None or model_process.config() == process.config()
+
+    def log_prob(x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        t_c = t
+        if not same:
+            st = model_process.sigma_tilde(t)
+            t_c = process.t_from_sigma_tilde(st)
+            scale = process.alpha(t_c) / model_process.alpha(t)
+            x_t = append_dims(scale, x_t.ndim).to(x_t.dtype) * x_t
+        x_in, c_noise = classifier_inputs(process, x_t, t_c, sigma_data)
+        param = next(net.parameters())
+        logits = net(x_in.to(param.dtype), None if c_noise is None else c_noise.to(param.dtype))
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        return logp.gather(1, y.reshape(-1, 1).to(logits.device)).squeeze(1).to(x_t.dtype)
+
+    return log_prob
 
 
 @dataclass
