@@ -5,7 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from .base import Process
-from .coupling import COUPLINGS, independent_coupling, ot_coupling
+from .coupling import (
+    COUPLINGS,
+    independent_coupling,
+    make_coupling,
+    ot_assignment,
+    ot_coupling,
+    pairing_coupling,
+    sinkhorn_coupling,
+)
 from .diffusion import (
     EDM,
     VESDE,
@@ -39,6 +47,10 @@ __all__ = [
     "rescale_zero_terminal_snr",
     "independent_coupling",
     "ot_coupling",
+    "ot_assignment",
+    "sinkhorn_coupling",
+    "pairing_coupling",
+    "make_coupling",
     "COUPLINGS",
     "PROCESSES",
     "make_process",

@@ -1,0 +1,273 @@
+"""Rectified flow on 2-D problems: independent vs OT coupling, 1-, 2- and 3-rectified flow.
+
+Two problems: ``8gaussians -> moons`` (a flow between two data sets: the source at t = 1 is the
+8-Gaussians set, not noise) and ``noise -> checkerboard``. For each, five models (same MLP):
+
+- ``1-RF``: flow matching with the independent coupling (Liu et al. 2022's 1-rectified flow);
+- ``OT-CFM``: flow matching on exact minibatch OT pairs (Tong et al. 2024), batch 512;
+- ``2-RF``: trained on ``N_PAIRS`` (source, sample) pairs of the 1-RF's ODE map, initialised from it;
+- ``3-RF``: the same from the 2-RF;
+- ``2-RF distilled``: the 2-RF fine-tuned at t = 1 only on pairs of its own map (one-step model).
+
+For every model: straightness ``int E||(X1-X0) - v(X_t,t)||^2 dt`` and transport cost
+``E||X1-X0||^2`` (Euler, 100 steps, 2000 paths) and the sliced Wasserstein distance to the data
+(``N_EVAL`` samples vs ``N_EVAL`` data points, 256 directions) at 1, 2, 5 and 10 Euler steps, with
+the noise floor (SW between two data samples of that size). Models are cached under OUT, so a
+re-run only measures. Plots go to docs/img/flows-*.png, numbers to OUT/results.json::
+
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/flows_2d.py [--out runs/flows/bench2d] [--steps 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from hwaksan.commands.flows import flow_report, simulate_pairs, train_on_pairs_2d  # noqa: E402
+from hwaksan.data.toy import get_toy_dataset  # noqa: E402
+from hwaksan.evaluation.lowdim import sliced_wasserstein  # noqa: E402
+from hwaksan.models.mlp import MLP  # noqa: E402
+from hwaksan.parameterizations import ModelDenoiser  # noqa: E402
+from hwaksan.processes import LinearInterpolant  # noqa: E402
+from hwaksan.tasks.reflow import push_forward, source_sample  # noqa: E402
+from hwaksan.training.checkpoint import load_model, save_model  # noqa: E402
+from hwaksan.training.simple import fit  # noqa: E402
+
+PROBLEMS = {"8gaussians-moons": ("8gaussians", "moons"), "noise-checkerboard": ("gaussian", "checkerboard")}
+MODELS = ("1-RF", "OT-CFM", "2-RF", "3-RF", "2-RF distilled")
+EULER = (1, 2, 5, 10)
+N_PAIRS = 20_000
+N_EVAL = 5000
+WIDTH, DEPTH = 256, 3
+IMG = Path(__file__).resolve().parents[1] / "docs" / "img"
+
+
+def _source(name):
+    return None if name == "gaussian" else get_toy_dataset(name).sample
+
+
+def _new_model() -> ModelDenoiser:
+    return ModelDenoiser(MLP(2, width=WIDTH, depth=DEPTH), LinearInterpolant(), "velocity", 1.0)
+
+
+def _cached(path: Path, build):
+    if path.with_name(path.name + ".json").exists():
+        return load_model(path)[0].eval()
+    t0 = time.perf_counter()
+    model = build()
+    save_model(path, model, extra_meta={"seconds": time.perf_counter() - t0})
+    print(f"  trained {path.parent.name}/{path.name} in {time.perf_counter() - t0:.0f} s", flush=True)
+    return model.eval()
+
+
+def _pairs(model, folder: Path, source_name: str, tag: str):
+    return simulate_pairs(
+        model,
+        folder,
+        N_PAIRS,
+        shape=(2,),
+        source=_source(source_name),
+        sampler="heun",
+        steps=50,
+        grid="uniform",
+        shard_size=N_PAIRS,
+        batch_size=5000,
+        spec={"teacher": tag},
+        progress=False,
+    )
+
+
+def train_problem(name: str, out: Path, steps: int) -> dict[str, ModelDenoiser]:
+    source_name, target_name = PROBLEMS[name]
+    target = get_toy_dataset(target_name)
+    source = _source(source_name)
+    folder = out / name
+    models: dict[str, ModelDenoiser] = {}
+
+    def cfm(coupling):
+        def build():
+            model = _new_model()
+            torch.manual_seed(0)
+            fit(model, target.sample, sample_source=source, coupling=coupling, steps=steps, progress=False)
+            return model
+
+        return build
+
+    models["1-RF"] = _cached(folder / "rf1", cfm(None))
+    models["OT-CFM"] = _cached(folder / "otcfm", cfm("ot"))
+    for k, prev in ((2, "1-RF"), (3, "2-RF")):
+        teacher = models[prev]
+
+        def build(teacher=teacher, k=k):
+            pairs = _pairs(teacher, folder / f"pairs_{k - 1}", source_name, f"rf{k - 1}")
+            return train_on_pairs_2d(teacher, pairs, steps=steps, init="teacher", progress=False)[0]
+
+        models[f"{k}-RF"] = _cached(folder / f"rf{k}", build)
+
+    def distill():
+        pairs = _pairs(models["2-RF"], folder / "pairs_2", source_name, "rf2")
+        return train_on_pairs_2d(
+            models["2-RF"],
+            pairs,
+            steps=steps // 2,
+            lr=5e-4,
+            t_dist="terminal",
+            init="teacher",
+            progress=False,
+        )[0]
+
+    models["2-RF distilled"] = _cached(folder / "distill", distill)
+    return models
+
+
+def measure(name: str, models: dict[str, ModelDenoiser]) -> dict:
+    source_name, target_name = PROBLEMS[name]
+    target = get_toy_dataset(target_name)
+    reference = target.sample(N_EVAL, torch.Generator().manual_seed(123)).double()
+    floor = sliced_wasserstein(
+        target.sample(N_EVAL, torch.Generator().manual_seed(456)).double(),
+        reference,
+        generator=torch.Generator().manual_seed(0),
+    )
+    rows = {}
+    for label, model in models.items():
+        r = flow_report(model, shape=(2,), source=_source(source_name), n=2000, straightness_steps=100)
+        x1 = source_sample(N_EVAL, (2,), 10**9, _source(source_name))
+        for k in EULER:
+            with torch.no_grad():
+                x = push_forward(model, x1, sampler="euler", steps=k, grid="uniform").x
+            r[f"sw_euler_{k}"] = sliced_wasserstein(x, reference, generator=torch.Generator().manual_seed(0))
+        rows[label] = r
+        print(
+            f"  {label:15s} S={r['straightness']:.4f} cost={r['transport_cost']:.3f} "
+            + " ".join(f"SW@{k}={r[f'sw_euler_{k}']:.4f}" for k in EULER),
+            flush=True,
+        )
+    return {"floor": floor, "models": rows, "source": source_name, "target": target_name}
+
+
+def plot_problem(name: str, models: dict[str, ModelDenoiser], out_img: Path) -> list[Path]:
+    source_name, target_name = PROBLEMS[name]
+    source = _source(source_name)
+    target = get_toy_dataset(target_name).sample(3000, torch.Generator().manual_seed(7))
+    x1 = source_sample(3000, (2,), 10**9 + 1, source)
+    lim = 3.2
+    # samples: rows = models, columns = Euler steps
+    fig, axes = plt.subplots(len(models), len(EULER) + 1, figsize=(2.3 * (len(EULER) + 1), 2.3 * len(models)))
+    for i, (label, model) in enumerate(models.items()):
+        ax = axes[i, 0]
+        ax.scatter(target[:, 0], target[:, 1], s=0.5, color="k", alpha=0.4)
+        ax.set_ylabel(label, fontsize=9)
+        if i == 0:
+            ax.set_title(f"data ({target_name})", fontsize=9)
+        for j, k in enumerate(EULER):
+            with torch.no_grad():
+                x = push_forward(model, x1, sampler="euler", steps=k, grid="uniform").x
+            ax = axes[i, j + 1]
+            ax.scatter(x[:, 0], x[:, 1], s=0.5, color="C0", alpha=0.4)
+            if i == 0:
+                ax.set_title(f"{k} Euler step{'s' if k > 1 else ''}", fontsize=9)
+    for ax in axes.flat:
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"{source_name} -> {target_name}", fontsize=10)
+    fig.tight_layout()
+    samples_png = out_img / f"flows-{name}-samples.png"
+    fig.savefig(samples_png, dpi=100)
+    plt.close(fig)
+    # trajectories (100 Euler steps) of 80 source points
+    fig, axes = plt.subplots(1, len(models), figsize=(3.0 * len(models), 3.2))
+    x1 = source_sample(80, (2,), 10**9 + 2, source)
+    for ax, (label, model) in zip(axes, models.items(), strict=True):
+        path = [x1]
+        with torch.no_grad():
+            push_forward(
+                model,
+                x1,
+                sampler="euler",
+                steps=100,
+                grid="uniform",
+                callback=lambda i, path=path: path.append(i["x"]),
+            )
+        traj = torch.stack(path).numpy()
+        ax.scatter(target[:, 0], target[:, 1], s=0.3, color="0.8")
+        for p in range(traj.shape[1]):
+            ax.plot(traj[:, p, 0], traj[:, p, 1], lw=0.6, color="C1", alpha=0.8)
+        ax.scatter(traj[0, :, 0], traj[0, :, 1], s=6, color="k", marker="x", lw=0.6)
+        ax.scatter(traj[-1, :, 0], traj[-1, :, 1], s=5, color="C0", zorder=3)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"{source_name} (x) -> {target_name} (dots): ODE paths, 100 Euler steps", fontsize=10)
+    fig.tight_layout()
+    traj_png = out_img / f"flows-{name}-trajectories.png"
+    fig.savefig(traj_png, dpi=100)
+    plt.close(fig)
+    return [samples_png, traj_png]
+
+
+def plot_sw(results: dict, path: Path) -> Path:
+    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.6))
+    for ax, (name, res) in zip(axes, results.items(), strict=True):
+        for label, r in res["models"].items():
+            ys = [r[f"sw_euler_{k}"] for k in EULER]
+            ax.plot(EULER, ys, marker="o", ms=3, label=f"{label} (S={r['straightness']:.3f})")
+        ax.axhline(res["floor"], color="k", ls=":", lw=0.8, label="noise floor")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xticks(EULER, [str(k) for k in EULER])
+        ax.set_xlabel("Euler steps (NFE)")
+        ax.set_ylabel("sliced Wasserstein to data")
+        ax.set_title(name, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/flows/bench2d", help="cache of models and results")
+    parser.add_argument("--steps", type=int, default=3000, help="training steps per model")
+    parser.add_argument("--problems", default=",".join(PROBLEMS), help="comma-separated problems")
+    parser.add_argument("--pairs", type=int, default=N_PAIRS, help="reflow pairs per round")
+    args = parser.parse_args(argv)
+    globals()["N_PAIRS"] = args.pairs
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    IMG.mkdir(parents=True, exist_ok=True)
+    results, files = {}, []
+    for name in args.problems.split(","):
+        print(f"{name}:", flush=True)
+        models = train_problem(name, out, args.steps)
+        results[name] = measure(name, models)
+        files += plot_problem(name, models, IMG)
+    if len(results) == len(PROBLEMS):
+        files.append(plot_sw(results, IMG / "flows-sw-vs-steps.png"))
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print("outputs:")
+    for f in [out / "results.json", *files]:
+        print(f"  {f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
