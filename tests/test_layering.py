@@ -43,6 +43,8 @@ ALLOWED = {
         "processes",
         "parameterizations",
         "_typing",
+        "plotting",  # the evaluation report's pictures (sample grid, nearest neighbours, metric vs NFE)
+        "losses",  # the variational bound's terms are the L_vlb / L_hybrid training terms
     },
     "plotting": set(),
     "cli": None,  # anything

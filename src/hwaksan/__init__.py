@@ -13,6 +13,7 @@ every sampler in :data:`SAMPLERS` runs any denoiser on any grid from :func:`make
 """
 
 from .distributions import GaussianMixture
+from .guidance import ClassifierFreeGuidance, ClassifierGuidance
 from .losses import denoising_loss, dsm_loss, score_matching_loss
 from .models.mlp import MLP
 from .oracles import GaussianMixtureDenoiser, anisotropic_mixture
@@ -59,5 +60,7 @@ __all__ = [
     "GaussianMixtureDenoiser",
     "anisotropic_mixture",
     "MLP",
+    "ClassifierFreeGuidance",
+    "ClassifierGuidance",
     "__version__",
 ]

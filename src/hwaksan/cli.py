@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from .commands import COMMAND_MODULES
+from .commands.flows import add_toy_flow_arguments
 from .processes import PROCESSES, make_process
 from .samplers import GRIDS, SAMPLERS
 from .training.cli_train import add_sample_arguments, add_train_arguments
@@ -39,6 +40,7 @@ def _toy_names() -> tuple[str, ...]:
 
 def _train_toy(args: argparse.Namespace, out: Path, progress: bool = True):
     """Train an MLP denoiser on a 2-D toy set; returns (model, dataset, losses, seconds)."""
+    from .commands.flows import check_toy_source, toy_source
     from .data.toy import get_toy_dataset
     from .models.mlp import MLP
     from .parameterizations import ModelDenoiser
@@ -46,6 +48,7 @@ def _train_toy(args: argparse.Namespace, out: Path, progress: bool = True):
     from .training.checkpoint import save_model
     from .training.simple import fit
 
+    check_toy_source(args)
     dataset = get_toy_dataset(args.data)
     process = make_process(args.process)
     net = MLP(dim=2, width=args.width, depth=args.depth)
@@ -61,13 +64,21 @@ def _train_toy(args: argparse.Namespace, out: Path, progress: bool = True):
         t_dist="discrete" if args.process.startswith("ddpm") else "uniform",
         seed=args.seed,
         progress=progress,
+        coupling=getattr(args, "coupling", None),  # flows (commands/flows.py)
+        sample_source=toy_source(getattr(args, "source", None)),
     )
     seconds = time.perf_counter() - start
     out.mkdir(parents=True, exist_ok=True)
     ckpt = save_model(
         out / "model",
         model,
-        extra_meta={"data": args.data, "train_steps": args.train_steps, "seconds": seconds},
+        extra_meta={
+            "data": args.data,
+            "train_steps": args.train_steps,
+            "seconds": seconds,
+            "source": getattr(args, "source", "gaussian"),
+            "coupling": getattr(args, "coupling", "independent"),
+        },
     )
     plot_loss(result.losses, out / "loss.png")
     return model.eval(), dataset, result.losses, seconds, ckpt
@@ -188,16 +199,31 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     model, meta = load_model(path, use_ema=not args.no_ema)
     n = args.n or 2000
-    with torch.no_grad():
-        res = sample(
+    if meta.get("source", "gaussian") != "gaussian":  # a flow from another 2-D set (commands/flows.py)
+        from .commands.flows import sample_from_source
+
+        grid = "uniform" if args.grid == "karras" else args.grid
+        res = sample_from_source(
             model,
-            (n, model.net.config["dim"]),
+            meta["source"],
+            n,
             sampler=args.sampler,
             steps=args.steps,
-            grid=args.grid,
-            generator=[torch.Generator().manual_seed(args.seed + i) for i in range(n)],
+            grid=grid,
+            seed=args.seed,
             **args.options,
         )
+    else:
+        with torch.no_grad():
+            res = sample(
+                model,
+                (n, model.net.config["dim"]),
+                sampler=args.sampler,
+                steps=args.steps,
+                grid=args.grid,
+                generator=[torch.Generator().manual_seed(args.seed + i) for i in range(n)],
+                **args.options,
+            )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     title = f"{args.sampler}, {res.nfe} NFE"
@@ -258,6 +284,11 @@ def cmd_plan_steps(args: argparse.Namespace) -> int:
         return 1
     start = time.perf_counter()
     gen = torch.Generator().manual_seed(args.seed)
+    if args.fit:  # issue 3: grid and solver coefficients fitted together (samplers/fit.py)
+        from .commands.plan_fit import fit_plan_command
+
+        return fit_plan_command(args, denoiser, shape, source, gen, start)
+    args.n = args.n or 64
     with torch.no_grad():
         calib = calibration_set(denoiser, args.n, gen, shape=shape)
         plan = plan_steps(
@@ -287,6 +318,7 @@ def cmd_plan_steps(args: argparse.Namespace) -> int:
             "initial": plan.initial,
             "initial_error": plan.initial_error,
             "source": source,
+            "options": {},
         }
         out.write_text(json.dumps(record, indent=2))
         print(
@@ -372,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_train_arguments(p, toy=True)
     _add_toy_training(p, steps=3000)
+    add_toy_flow_arguments(p)  # --coupling, --source (commands/flows.py)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -405,12 +438,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="deterministic sampler to plan for (default unipc)",
     )
     p.add_argument("--steps", type=int, default=8, help="grid steps (default 8)")
-    p.add_argument("--n", type=int, default=64, help="calibration samples (default 64)")
+    p.add_argument("--n", type=int, default=None, help="calibration samples (default 64; 512 with --fit)")
     p.add_argument(
         "--max-evals", type=int, default=200, help="sampler runs the search may spend (default 200)"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration noise")
-    p.add_argument("--out", default=None, help="write the grid as JSON, for hwaksan sample --grid FILE")
+    p.add_argument(
+        "--out", default=None, help="write the plan as JSON, for hwaksan sample --plan FILE (or --grid FILE)"
+    )
+    from .commands.plan_fit import add_fit_arguments  # issue 3: --fit, --iterations
+
+    add_fit_arguments(p)
     p.set_defaults(func=cmd_plan_steps)
 
     p = sub.add_parser(

@@ -77,10 +77,15 @@ def plot_metric_vs_nfe(
     ylabel: str,
     dashed: Sequence[str] = (),
     title: str | None = None,
+    legend_outside: bool = False,
+    highlight: Sequence[str] = (),
 ) -> Path:
-    """Log-log curves of a metric against the number of network evaluations, one per sampler."""
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for name, pts in curves.items():
+    """Log-log curves of a metric against the number of network evaluations, one per sampler.
+    ``legend_outside``: a wider figure with the legend to the right of the axes and 20 distinct
+    colours (for many curves); ``highlight``: curves drawn thick and black."""
+    fig, ax = plt.subplots(figsize=(10.5, 5.5) if legend_outside else (5.5, 4))
+    colours = plt.get_cmap("tab20").colors if legend_outside else [None] * len(curves)
+    for i, (name, pts) in enumerate(curves.items()):
         pts = sorted(pts)
         ax.plot(
             [p[0] for p in pts],
@@ -89,6 +94,8 @@ def plot_metric_vs_nfe(
             ms=3,
             ls="--" if name in dashed else "-",
             label=name,
+            color="black" if name in highlight else (colours[i % len(colours)] if legend_outside else None),
+            lw=2.5 if name in highlight else 1.5,
         )
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -97,7 +104,10 @@ def plot_metric_vs_nfe(
     if title:
         ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    if legend_outside:
+        ax.legend(fontsize=6.5, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    else:
+        ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 
 GeneratorLike = torch.Generator | Sequence[torch.Generator] | None
 
@@ -22,6 +23,8 @@ __all__ = [
     "randn",
     "randn_like",
     "rand",
+    "downsample",
+    "upsample",
 ]
 
 
@@ -87,3 +90,29 @@ def rand(
 def randn_like(x: torch.Tensor, generator: GeneratorLike = None) -> torch.Tensor:
     """Standard normal noise shaped like ``x`` (same dtype and device)."""
     return randn(x.shape, generator, dtype=x.dtype, device=x.device)
+
+
+def _size2(size: int | Sequence[int]) -> tuple[int, int]:
+    size = (int(size), int(size)) if isinstance(size, int) else tuple(int(v) for v in size)
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"an image size is an int or (height, width) of positive ints, got {size}")
+    return size
+
+
+def downsample(x: torch.Tensor, size: int | Sequence[int]) -> torch.Tensor:
+    """Antialiased bicubic downsampling of images in [-1, 1] to ``size``, clamped to [-1, 1].
+
+    The same resize as ``load_dataset(..., image_size=...)`` of :mod:`hwaksan.data.images`, so a
+    model trained on ``image_size = 14`` and a super-resolution model conditioned on
+    ``downsample(x, 14)`` see the same low-resolution images. Shapes: ``(B, C, H, W)`` -> ``(B, C, h, w)``.
+    """
+    return F.interpolate(x, size=_size2(size), mode="bicubic", antialias=True, align_corners=False).clamp(
+        -1.0, 1.0
+    )
+
+
+def upsample(x: torch.Tensor, size: int | Sequence[int]) -> torch.Tensor:
+    """Bicubic upsampling of images in [-1, 1] to ``size``, clamped to [-1, 1] (the conditioning
+    image of a super-resolution model, and the bicubic baseline). Shapes: ``(B, C, h, w)`` ->
+    ``(B, C, H, W)``."""
+    return F.interpolate(x, size=_size2(size), mode="bicubic", align_corners=False).clamp(-1.0, 1.0)

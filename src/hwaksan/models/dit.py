@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .embeddings import NoiseLevelEmbedding
-from .unet import MultiHeadAttention, pad_to_multiple, unpack_cond, unpad
+from .unet import MultiHeadAttention, cond_field, pad_to_multiple, unpack_cond, unpad
 
 __all__ = ["DiT", "DiTBlock", "MoEDiT", "MoEFeedForward", "sincos_pos_embed_2d"]
 
@@ -243,6 +243,9 @@ class DiT(nn.Module):
         num_experts: 0 for dense MLPs; else E experts per MoE layer.
         top_k: experts per token (k).
         moe_every: every ``moe_every``-th block (the 1st, (1+moe_every)-th, ...) gets an MoE MLP.
+        pooled_dim: width of a pooled condition vector ``cond["pooled"]`` ``(B, Dp)`` projected and
+            added to the conditioning vector ``c``; ``None``: off. Zeros when absent, and for a
+            sample whose ``context_mask`` is all False (the null caption).
 
     Shapes: ``x (B, C, H, W)``, ``noise_level (B,)`` -> ``(B, C_out, H, W)``.
 
@@ -268,6 +271,7 @@ class DiT(nn.Module):
         num_experts: int = 0,
         top_k: int = 1,
         moe_every: int = 1,
+        pooled_dim: int | None = None,
     ) -> None:
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
@@ -292,6 +296,8 @@ class DiT(nn.Module):
             "top_k": top_k,
             "moe_every": moe_every,
         }
+        if pooled_dim:  # only when on: configs of older checkpoints stay as they were
+            self.config["pooled_dim"] = pooled_dim
         self.patch_size = patch_size
         self.num_classes = num_classes
         self.in_extra_channels = in_extra_channels
@@ -305,6 +311,7 @@ class DiT(nn.Module):
         self._grid = (grid, grid)
         self.noise_embed = NoiseLevelEmbedding(hidden_size, freq_dim=256)
         self.class_embed = nn.Embedding(num_classes + 1, hidden_size) if num_classes else None
+        self.pooled_proj = nn.Linear(pooled_dim, hidden_size) if pooled_dim else None
         self.blocks = nn.ModuleList(
             DiTBlock(
                 hidden_size,
@@ -374,7 +381,15 @@ class DiT(nn.Module):
         labels, context, mask, image = unpack_cond(cond)
         if noise_level.ndim == 0:
             noise_level = noise_level.expand(x.shape[0])
-        c = F.silu(self.embed(noise_level, labels))  # the SiLU before every adaLN Linear
+        c = self.embed(noise_level, labels)
+        if self.pooled_proj is not None:  # a missing pooled vector counts as zeros (the null caption)
+            pooled = cond_field(cond, "pooled")
+            if pooled is None:
+                pooled = c.new_zeros(c.shape[0], self.pooled_proj.in_features)
+            elif mask is not None:  # a caption with no real token (the null caption) has no pooled vector
+                pooled = pooled * mask.to(torch.bool).any(-1, keepdim=True)
+            c = c + self.pooled_proj(pooled.to(c.dtype))
+        c = F.silu(c)  # the SiLU before every adaLN Linear
         if self.in_extra_channels:
             if image is None:
                 raise ValueError(

@@ -23,7 +23,9 @@ input needs no padding (28 = 4 * 7); with four levels it is padded to 32x32.
 ``num_classes`` is the null class of classifier-free guidance, also used when no label is given),
 or a dict / dataclass with any of the fields ``labels``, ``context`` ``(B, L, Dc)``,
 ``context_mask`` ``(B, L)`` bool (True = real token) and ``image`` ``(B, Ce, H, W)``; see
-:func:`unpack_cond`.
+:func:`unpack_cond`. A U-Net built with ``aug_conditioning=True`` also reads ``aug_level`` ``(B,)``,
+the noise-conditioning augmentation level of a super-resolution model (Ho et al. 2022, cascades),
+embedded like the noise level and added to the embedding (:func:`cond_field`).
 """
 
 from __future__ import annotations
@@ -43,12 +45,15 @@ __all__ = [
     "CondParts",
     "MultiHeadAttention",
     "UNet",
+    "cond_field",
     "pad_to_multiple",
     "unpad",
     "unpack_cond",
 ]
 
 _COND_FIELDS = ("labels", "context", "context_mask", "image")
+#: Optional fields that only some networks read (with :func:`cond_field`); accepted everywhere.
+_EXTRA_COND_FIELDS = ("aug_level", "pooled")
 
 
 class CondParts(NamedTuple):
@@ -79,13 +84,24 @@ def unpack_cond(cond: Any) -> CondParts:
     if isinstance(cond, torch.Tensor):
         return CondParts(cond, None, None, None)
     if isinstance(cond, Mapping):
-        unknown = sorted(set(cond) - set(_COND_FIELDS))
+        unknown = sorted(set(cond) - set(_COND_FIELDS) - set(_EXTRA_COND_FIELDS))
         if unknown:
-            raise ValueError(f"unknown cond keys {unknown}: allowed keys are {list(_COND_FIELDS)}")
+            allowed = [*_COND_FIELDS, *_EXTRA_COND_FIELDS]
+            raise ValueError(f"unknown cond keys {unknown}: allowed keys are {allowed}")
         return CondParts(*(cond.get(k) for k in _COND_FIELDS))
     if dataclasses.is_dataclass(cond) or any(hasattr(cond, k) for k in _COND_FIELDS):
         return CondParts(*(getattr(cond, k, None) for k in _COND_FIELDS))
     raise TypeError(f"cannot read a condition from {type(cond).__name__}")
+
+
+def cond_field(cond: Any, name: str) -> Any:
+    """One optional field of ``cond`` (e.g. ``"aug_level"``): ``cond[name]`` for a mapping, the
+    attribute for an object, ``None`` when absent or when ``cond`` is ``None`` or a label tensor."""
+    if cond is None or isinstance(cond, torch.Tensor):
+        return None
+    if isinstance(cond, Mapping):
+        return cond.get(name)
+    return getattr(cond, name, None)
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
@@ -309,6 +325,13 @@ class UNet(nn.Module):
         learn_sigma: double the output channels: ``[prediction (C), variance v (C)]``, with ``v``
             raw (interpolation coefficient of Nichol & Dhariwal 2021 eq. 14 before ``(v+1)/2``).
         out_channels: output channels before doubling (default ``in_channels``).
+        aug_conditioning: read ``cond["aug_level"]`` ``(B,)`` (a super-resolution model's
+            noise-conditioning augmentation level, Ho et al. 2022 sec. 3.2; 0 when absent), embed it
+            like the noise level and add it to the embedding. Off by default.
+        pooled_dim: width of a pooled condition vector ``cond["pooled"]`` ``(B, Dp)`` (e.g. a sentence
+            embedding) projected linearly and added to the noise-level embedding, as Imagen adds its
+            pooled text embedding (Saharia et al. 2022, sec. 2.1 / App. E); ``None``: off. Zeros
+            when absent, and for a sample whose ``context_mask`` is all False (the null caption).
         num_head_channels: channels per attention head (one head if the width is smaller).
         emb_dim: width of the noise-level embedding (default ``4 * model_channels``).
         num_groups: maximum number of GroupNorm groups.
@@ -336,6 +359,8 @@ class UNet(nn.Module):
         in_extra_channels: int = 0,
         learn_sigma: bool = False,
         out_channels: int | None = None,
+        aug_conditioning: bool = False,
+        pooled_dim: int | None = None,
         num_head_channels: int = 32,
         emb_dim: int | None = None,
         num_groups: int = 32,
@@ -369,12 +394,19 @@ class UNet(nn.Module):
             "emb_dim": emb_dim,
             "num_groups": num_groups,
         }
+        if aug_conditioning:  # only when on: configs of older checkpoints stay as they were
+            self.config["aug_conditioning"] = True
+        if pooled_dim:  # likewise
+            self.config["pooled_dim"] = pooled_dim
         self.num_classes = num_classes
         self.in_extra_channels = in_extra_channels
         self.factor = 2 ** (len(channel_mult) - 1)
 
         self.noise_embed = NoiseLevelEmbedding(emb_dim, freq_dim=model_channels + model_channels % 2)
         self.class_embed = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
+        freq = model_channels + model_channels % 2
+        self.aug_embed = NoiseLevelEmbedding(emb_dim, freq_dim=freq) if aug_conditioning else None
+        self.pooled_proj = nn.Linear(pooled_dim, emb_dim) if pooled_dim else None
 
         def layer(cin: int, cout: int, attention: bool) -> _Layer:
             return _Layer(cin, cout, emb_dim, dropout, num_groups, attention, num_head_channels, context_dim)
@@ -409,13 +441,25 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    def embed(self, noise_level: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        """Noise-level embedding plus class embedding: ``(B,)`` -> ``(B, emb_dim)``."""
+    def embed(
+        self, noise_level: torch.Tensor, labels: torch.Tensor | None, aug_level: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Noise-level embedding plus class embedding (plus the augmentation-level embedding when
+        ``aug_conditioning``): ``(B,)`` -> ``(B, emb_dim)``."""
         emb = self.noise_embed(noise_level)
         if self.class_embed is not None:
             if labels is None:
                 labels = torch.full(emb.shape[:1], self.num_classes, dtype=torch.long, device=emb.device)
             emb = emb + self.class_embed(labels.long())
+        if aug_level is not None and self.aug_embed is None:
+            raise ValueError(
+                "cond['aug_level'] given but this UNet was built without aug_conditioning=True: "
+                "drop the field or build the network with aug_conditioning=True"
+            )
+        if self.aug_embed is not None:
+            aug = torch.zeros(emb.shape[:1], device=emb.device) if aug_level is None else aug_level
+            aug = torch.as_tensor(aug, device=emb.device)
+            emb = emb + self.aug_embed(aug.expand(emb.shape[0]) if aug.ndim == 0 else aug)
         return emb
 
     def forward(self, x: torch.Tensor, noise_level: torch.Tensor, cond: Any = None) -> torch.Tensor:
@@ -432,7 +476,15 @@ class UNet(nn.Module):
         labels, context, mask, image = unpack_cond(cond)
         if noise_level.ndim == 0:
             noise_level = noise_level.expand(x.shape[0])
-        emb = F.silu(self.embed(noise_level, labels))  # the SiLU before each block's Linear
+        emb = self.embed(noise_level, labels, cond_field(cond, "aug_level"))
+        if self.pooled_proj is not None:  # a missing pooled vector counts as zeros (the null caption)
+            pooled = cond_field(cond, "pooled")
+            if pooled is None:
+                pooled = emb.new_zeros(emb.shape[0], self.pooled_proj.in_features)
+            elif mask is not None:  # a caption with no real token (the null caption) has no pooled vector
+                pooled = pooled * mask.to(torch.bool).any(-1, keepdim=True)
+            emb = emb + self.pooled_proj(pooled.to(emb.dtype))
+        emb = F.silu(emb)  # the SiLU before each block's Linear
         if self.in_extra_channels:
             if image is None:
                 raise ValueError(

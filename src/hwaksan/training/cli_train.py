@@ -131,7 +131,10 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
         help="output PNG (default: grid.png); 2-D models also write a CSV beside it",
     )
     parser.add_argument(
+        "--class",
         "--label",
+        dest="label",
+        metavar="K",
         type=int,
         default=None,
         help="class of every image for a class-conditional model (default: image i gets class i %% K)",
@@ -162,6 +165,16 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
         default={},
         metavar="JSON",
         help="sampler options as a JSON object, e.g. '{\"eta\": 1.0}' (see hwaksan samplers)",
+    )
+    from ..samplers.planfile import PlanAction  # issue 3: a plan of hwaksan plan-steps --out
+
+    parser.add_argument(
+        "--plan",
+        action=PlanAction,
+        default=None,
+        metavar="FILE.json",
+        help="a plan file of hwaksan plan-steps --out: sets --sampler, --grid, --steps and --options "
+        "(fitted solver coefficients included); options given after it override it",
     )
     parser.add_argument(
         "--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to sample (default: auto)"
@@ -262,10 +275,19 @@ def run_sample(args: argparse.Namespace) -> int:
             cond = torch.full((args.n,), args.label, dtype=torch.long, device=device)
         else:
             cond = torch.arange(args.n, device=device) % k
+    denoiser, hook = model, getattr(args, "guidance_hook", None)
+    if meta.get("text") and getattr(args, "text_hook", None) is not None:
+        hook = args.text_hook  # a text model: --prompt, --negative-prompt, --guidance (commands/latent.py)
+    if hook is not None:  # --guidance / --classifier (hwaksan.commands.guidance)
+        try:
+            denoiser, cond = hook(model, cond, meta, args)
+        except ValueError as err:
+            print(f"hwaksan sample: error: {err}", file=sys.stderr)
+            return 1
     gens = [torch.Generator(device=device).manual_seed(args.seed + i) for i in range(args.n)]
     with torch.no_grad():
         result = sample(
-            model,
+            denoiser,
             (args.n, *data_shape),
             sampler=args.sampler,
             steps=args.steps,
@@ -276,8 +298,12 @@ def run_sample(args: argparse.Namespace) -> int:
             **args.options,
         )
     images = result.x.reshape(args.n, *image_shape)
+    if meta.get("latent"):  # latent diffusion: decode with the checkpoint's autoencoder (training/latent.py)
+        from .latent import decode_with_checkpoint
+
+        images = decode_with_checkpoint(path, meta, images)
     nrow = args.nrow or (k if (cond is not None and args.label is None) else math.ceil(math.sqrt(args.n)))
-    scale = args.scale or max(1, 96 // max(image_shape[1:]))
+    scale = args.scale or max(1, 96 // max(images.shape[2:]))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_image_grid(images, out, nrow=nrow, scale=scale)

@@ -1,15 +1,18 @@
 """Experiment configs: frozen dataclasses read from TOML, strict about keys and values.
 
-A config file has up to seven tables, each mapping onto one dataclass below::
+A config file has up to nine tables, each mapping onto one dataclass below::
 
-    [data]       name, split, image_size, conditional, p_uncond
+    [data]       name, split, image_size, conditional, p_uncond, lowres
     [model]      preset, args, aux_loss_weight
-    [diffusion]  process, process_args, prediction, weighting, t_dist, sigma_data, min_snr_gamma
+    [diffusion]  process, process_args, prediction, weighting, t_dist, sigma_data, min_snr_gamma,
+                 coupling, aug_max, loss, vlb_weight, importance_sampling
     [optim]      lr, betas, weight_decay, eps, warmup, cosine, min_lr_ratio, grad_clip
     [ema]        decays
     [train]      steps, batch_size, seed, log_every, sample_every, checkpoint_every, keep_last,
                  max_seconds, bf16, compile, channels_last, device, threads
     [sample]     sampler, steps, grid, n, seed
+    [text]       encoder, max_length, pooled, captions      (text conditioning, training/text.py)
+    [latent]     vae                                        (latent diffusion, training/latent.py)
 
 Missing keys take the defaults below. An unknown table or key, a value of the wrong type, or a
 value outside its allowed set raises :class:`ConfigError` whose message names the key and what is
@@ -42,10 +45,10 @@ from typing import Any
 import tomllib
 
 from ..data.images import DATASETS, SPLITS
-from ..losses import T_DISTRIBUTIONS, WEIGHTINGS
+from ..losses import LOSSES, T_DISTRIBUTIONS, WEIGHTINGS
 from ..models.presets import ARCHITECTURES, PRESETS
 from ..parameterizations import PREDICTIONS
-from ..processes import PROCESSES
+from ..processes import COUPLINGS, PROCESSES
 from ..samplers import GRIDS, SAMPLERS
 
 __all__ = [
@@ -85,6 +88,9 @@ class DataConfig:
         conditional: feed the class labels to the network as ``cond``.
         p_uncond: probability of replacing a label by the null class (classifier-free guidance
             training, Ho & Salimans 2022); 0 disables it.
+        lowres: train a super-resolution model: condition on the images downsampled to
+            ``(lowres, lowres)`` and upsampled back (``cond["image"]``, extra input channels); 0 is
+            off. See :mod:`hwaksan.training.superres` and ``diffusion.aug_max``.
     """
 
     name: str = "digits"
@@ -92,6 +98,7 @@ class DataConfig:
     image_size: int = 0
     conditional: bool = True
     p_uncond: float = 0.1
+    lowres: int = 0
 
 
 @dataclass(frozen=True)
@@ -124,6 +131,21 @@ class DiffusionConfig:
         t_dist: training time distribution (:data:`hwaksan.losses.T_DISTRIBUTIONS`).
         sigma_data: data standard deviation used by the input scaling and EDM preconditioning.
         min_snr_gamma: gamma of the ``min_snr`` weighting.
+        aug_max: noise-conditioning augmentation of a super-resolution model (``data.lowres``; Ho et
+            al. 2022): the low-resolution input is noised to a time ``s ~ U[0, aug_max]`` of the
+            process, which the network sees as ``cond["aug_level"]``; 0 is off.
+        coupling: how noise is paired with data in a batch (:data:`hwaksan.processes.COUPLINGS`):
+            ``independent``, ``ot`` (exact minibatch OT, OT-CFM; label-aware for a conditional
+            model) or ``sinkhorn`` (entropic minibatch OT). Only deterministic samplers are exact
+            for a model trained with a coupling other than ``independent``.
+        loss: the objective (:data:`hwaksan.losses.LOSSES`): ``simple`` (the weighted denoising
+            loss), ``hybrid`` (``L_simple + vlb_weight L_vlb`` with the mean detached in ``L_vlb``;
+            Nichol & Dhariwal 2021; needs ``model.args.learn_sigma = true``) or ``vlb`` (``L_vlb``
+            alone). ``hybrid`` and ``vlb`` need a ``ddpm-*`` process and ``t_dist = "discrete"``.
+        vlb_weight: ``lambda`` of ``hybrid`` (0.001 in the paper).
+        importance_sampling: draw the DDPM step of ``hybrid`` / ``vlb`` with ``p_t ~ sqrt(E[L_t^2])``
+            over the last 10 values of each step's ``L_vlb`` term (uniform until every step has 10),
+            each sample weighted by ``1 / (T p_t)``; the history is saved in checkpoints.
     """
 
     process: str = "edm"
@@ -133,6 +155,11 @@ class DiffusionConfig:
     t_dist: str = "edm"
     sigma_data: float = 0.5
     min_snr_gamma: float = 5.0
+    aug_max: float = 0.0
+    coupling: str = "independent"
+    loss: str = "simple"
+    vlb_weight: float = 0.001
+    importance_sampling: bool = False
 
 
 @dataclass(frozen=True)
@@ -234,6 +261,41 @@ class SampleConfig:
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class TextConfig:
+    """Text conditioning (:mod:`hwaksan.training.text`): captions through a frozen sentence encoder.
+
+    Attributes:
+        encoder: ``""`` (off) or ``"minilm"`` (all-MiniLM-L6-v2 from its PyPI wheel). Token
+            embeddings go to cross-attention (``model.args.context_dim`` is set to 384), and captions
+            are dropped with probability ``data.p_uncond`` for classifier-free guidance. Needs
+            ``data.conditional = false`` (the caption, not the class label, is the condition).
+        max_length: tokens per caption, with ``[CLS]`` and ``[SEP]``.
+        pooled: add the pooled sentence vector to the noise-level embedding (``pooled_dim``).
+        captions: ``auto`` (the data set's captions, else class templates), ``captions`` or
+            ``templates`` (:func:`hwaksan.data.images.class_captions`, one drawn per image and step).
+    """
+
+    encoder: str = ""
+    max_length: int = 32
+    pooled: bool = True
+    captions: str = "auto"
+
+
+@dataclass(frozen=True)
+class LatentConfig:
+    """Latent diffusion (:mod:`hwaksan.training.latent`; Rombach et al. 2022).
+
+    Attributes:
+        vae: ``""`` (pixel space) or a ``hwaksan train-vae`` output folder / checkpoint. The
+            training images are encoded once (posterior means, normalised by the autoencoder's latent
+            scale and shift; cached beside the autoencoder), diffusion trains on them, and
+            checkpoints carry the autoencoder so that ``hwaksan sample`` decodes.
+    """
+
+    vae: str = ""
+
+
 _SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "model": ModelConfig,
@@ -242,7 +304,13 @@ _SECTIONS: dict[str, type] = {
     "ema": EMAConfig,
     "train": TrainConfig,
     "sample": SampleConfig,
+    "text": TextConfig,
+    "latent": LatentConfig,
 }
+
+#: Tables left out of :meth:`Config.to_dict` while they hold only defaults, so configs saved before
+#: they existed (in checkpoints) still compare equal when resuming.
+_OPTIONAL_SECTIONS = ("text", "latent")
 
 #: Keys that may differ between a checkpoint's config and the config resuming from it: they change
 #: what is written and when, never the trained parameters.
@@ -274,13 +342,19 @@ class Config:
     ema: EMAConfig = field(default_factory=EMAConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    latent: LatentConfig = field(default_factory=LatentConfig)
 
     def __post_init__(self) -> None:
         _check_config(self)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable nested dict (tuples become lists)."""
-        return {name: _plain(dataclasses.asdict(getattr(self, name))) for name in _SECTIONS}
+        return {
+            name: _plain(dataclasses.asdict(getattr(self, name)))
+            for name, klass in _SECTIONS.items()
+            if not (name in _OPTIONAL_SECTIONS and getattr(self, name) == klass())
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Config:
@@ -386,6 +460,40 @@ def _check_range(key: str, value: float, lo: float | None, hi: float | None, wha
         raise ConfigError(f"{key} = {value!r} is out of range; allowed values: {what}")
 
 
+def _check_vlb_loss(f: DiffusionConfig, m: ModelConfig) -> None:
+    """``diffusion.loss``, ``vlb_weight`` and ``importance_sampling`` (issue 5)."""
+    _choice("diffusion.loss", f.loss, LOSSES)
+    _check_range("diffusion.vlb_weight", f.vlb_weight, 0.0, None, ">= 0")
+    if f.loss == "simple":
+        if f.importance_sampling:
+            raise ConfigError(
+                "diffusion.importance_sampling = true samples the steps of L_vlb; allowed values with "
+                "diffusion.loss = 'simple': false (or set diffusion.loss = 'hybrid' or 'vlb')"
+            )
+        return
+    if not f.process.startswith("ddpm"):
+        raise ConfigError(
+            f"diffusion.loss = {f.loss!r} sums over the steps of a DDPM table; allowed values of "
+            f"diffusion.process with it: {', '.join(p for p in PROCESSES if p.startswith('ddpm'))}"
+        )
+    if f.t_dist != "discrete":
+        raise ConfigError(
+            f"diffusion.loss = {f.loss!r} draws DDPM steps k = 1..T itself; allowed value of "
+            "diffusion.t_dist with it: discrete"
+        )
+    if f.coupling != "independent":
+        raise ConfigError(
+            f"diffusion.loss = {f.loss!r} draws its own independent noise; allowed value of "
+            "diffusion.coupling with it: independent"
+        )
+    learn_sigma = m.args.get("learn_sigma", PRESETS.get(m.preset, {}).get("learn_sigma", False))
+    if f.loss == "hybrid" and not learn_sigma:
+        raise ConfigError(
+            "diffusion.loss = 'hybrid' trains a learned variance (its L_vlb term sees a detached mean): "
+            "set model.args.learn_sigma = true"
+        )
+
+
 def _check_config(cfg: Config) -> None:
     """Value checks that go beyond types (choices and ranges)."""
     for name, klass in _SECTIONS.items():
@@ -398,12 +506,15 @@ def _check_config(cfg: Config) -> None:
     _choice("data.split", d.split, SPLITS)
     _check_range("data.image_size", d.image_size, 0, None, "0 (native size) or a positive integer")
     _check_range("data.p_uncond", d.p_uncond, 0.0, 1.0, "0 <= p_uncond <= 1")
+    _check_range("data.lowres", d.lowres, 0, None, "0 (off) or a positive integer")
     _choice("model.preset", m.preset, [*PRESETS, *ARCHITECTURES])
     _check_range("model.aux_loss_weight", m.aux_loss_weight, 0.0, None, ">= 0")
     _choice("diffusion.process", f.process, PROCESSES)
     _choice("diffusion.prediction", f.prediction, PREDICTIONS)
     _choice("diffusion.weighting", f.weighting, WEIGHTINGS)
     _choice("diffusion.t_dist", f.t_dist, T_DISTRIBUTIONS)
+    _choice("diffusion.coupling", f.coupling, COUPLINGS)
+    _check_vlb_loss(f, m)
     if f.t_dist == "discrete" and not f.process.startswith("ddpm"):
         raise ConfigError(
             f"diffusion.t_dist = 'discrete' needs a DDPM table process; allowed values with "
@@ -411,6 +522,7 @@ def _check_config(cfg: Config) -> None:
         )
     _check_range("diffusion.sigma_data", f.sigma_data, 1e-6, None, "> 0")
     _check_range("diffusion.min_snr_gamma", f.min_snr_gamma, 1e-6, None, "> 0")
+    _check_range("diffusion.aug_max", f.aug_max, 0.0, 1.0, "0 <= aug_max <= 1 (a time of the process)")
     _check_range("optim.lr", o.lr, 1e-12, None, "> 0")
     for i, b in enumerate(o.betas):
         _check_range(f"optim.betas[{i}]", b, 0.0, 1.0 - 1e-12, "0 <= beta < 1")
@@ -440,6 +552,14 @@ def _check_config(cfg: Config) -> None:
     _check_range("sample.steps", s.steps, 1, None, ">= 1")
     _check_range("sample.n", s.n, 1, None, ">= 1")
     _check_range("sample.seed", s.seed, 0, 2**62, "0 <= seed < 2**62")
+    _choice("text.encoder", cfg.text.encoder, ("", "minilm"))
+    _check_range("text.max_length", cfg.text.max_length, 2, 512, "2 <= max_length <= 512")
+    _choice("text.captions", cfg.text.captions, ("auto", "captions", "templates"))
+    if cfg.text.encoder and d.conditional:
+        raise ConfigError(
+            "text.encoder is set, so the caption is the condition: set data.conditional = false "
+            "(class labels are then only used to pick caption templates)"
+        )
 
 
 # --------------------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ from ..data.images import ImageDataset, load_dataset
 from ..losses import denoising_loss
 from ..models.presets import ARCHITECTURES, PRESETS, build_model
 from ..parameterizations import ModelDenoiser
-from ..processes import make_process
+from ..processes import make_coupling, make_process
 from ..samplers import sample
 from .checkpoint import CheckpointError, load_tensors, save_tensors
 from .config import NON_BINDING_KEYS, Config, ConfigError, config_diff
@@ -61,6 +61,7 @@ from .distributed import (
     wrap_ddp,
 )
 from .ema import EMA
+from .hybrid import load_sampler, make_importance_sampler, record_vlb_terms, sampler_tensors, vlb_objective
 from .simple import NonFiniteLossError
 
 __all__ = [
@@ -234,6 +235,12 @@ class Trainer:
         dc = config.data
         if data is None:
             data = load_dataset(dc.name, dc.split, dc.image_size or None)
+        self.latent = self.text = None
+        if config.latent.vae:  # latent diffusion: train on the cached latents (training/latent.py)
+            from .latent import LatentSetup
+
+            self.latent = LatentSetup(config, data, progress=progress)
+            data = self.latent.data
         self.data = data
         if len(data) == 0:
             raise ConfigError(f"data.split = {dc.split!r} of {dc.name!r} is empty")
@@ -242,6 +249,10 @@ class Trainer:
                 f"data.conditional = true but {data.name!r} has no labels; allowed values here: false"
             )
         self.image_shape = tuple(data.images.shape[1:])
+        if config.text.encoder:  # text conditioning with cached caption embeddings (training/text.py)
+            from .text import TextConditioning
+
+            self.text = TextConditioning(config, data, device)
 
         torch.manual_seed(tc.seed)
         self.net = self._build_net().to(device)
@@ -292,7 +303,10 @@ class Trainer:
         train_net: nn.Module = wrap_ddp(self.net, self.dist, device, find_unused=self._has_aux())
         if tc.compile:
             train_net = torch.compile(train_net)
-        self.train_model = ModelDenoiser(train_net, process, fc.prediction, fc.sigma_data)
+        self.train_model = ModelDenoiser(
+            train_net, process, fc.prediction, fc.sigma_data, learn_sigma=self.model.learn_sigma
+        )
+        self.t_sampler = make_importance_sampler(fc, process)  # diffusion.importance_sampling
 
         self.losses: list[float] = []
         self.step = 0
@@ -335,6 +349,14 @@ class Trainer:
                     f"model.args.num_classes = {spec['num_classes']} but the data has {k} classes; "
                     f"allowed values: >= {k}"
                 )
+        if self.text is not None:  # cross-attention (and pooled) width of the text encoder
+            from .text import text_network_spec
+
+            spec = text_network_spec(self.config, spec, self.text.dim)
+        if self.config.data.lowres:  # a super-resolution model (training/superres.py)
+            from .superres import superres_network_spec
+
+            spec = superres_network_spec(self.config, spec, self.image_shape)
         try:
             return build_model(spec)
         except (ValueError, TypeError) as err:
@@ -375,7 +397,8 @@ class Trainer:
         ]
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Generator]]:
-        """This rank's ``(x0, labels, generators)`` for ``step``."""
+        """This rank's ``(x0, labels, generators)`` for ``step`` (for a super-resolution model,
+        ``data.lowres``, ``labels`` is the condition dict of :func:`~.superres.superres_cond`)."""
         sl = self.batch_slice
         idx = self.batch_indices(step)[sl].to(self.device)
         x0 = self.images[idx]
@@ -389,7 +412,21 @@ class Trainer:
                 gen = torch.Generator().manual_seed(mix_seed(self.config.train.seed, _LABEL_DROP, step))
                 drop = torch.rand(self.config.train.batch_size, generator=gen)[sl].to(self.device) < p
                 labels = torch.where(drop, torch.full_like(labels, self.null_label), labels)
+        if self.config.data.lowres:  # super-resolution: cond = {labels, image, aug_level}
+            from .superres import superres_cond
+
+            labels = superres_cond(self, step, x0, labels)
+        if self.text is not None:  # text: cond = {context, context_mask, pooled}, captions dropped
+            labels = self.text.batch_cond(step, idx, sl)
         return x0, labels, self.noise_generators(step, range(sl.start, sl.stop))
+
+    def paired_noise(self, step: int) -> torch.Tensor | None:
+        """The fixed partners ``x1`` of this rank's batch of ``step`` when the data set holds pairs
+        (``data.noise``, reflow), else None (fresh noise, paired by ``diffusion.coupling``)."""
+        if self.noise is None:
+            return None
+        eps = self.noise[self.batch_indices(step)[self.batch_slice].to(self.device)]
+        return eps.contiguous(memory_format=torch.channels_last) if self.channels_last else eps
 
     # ----------------------------------------------------------------------------------------
     # one step
@@ -399,21 +436,6 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
-    def _ema_update(self, step: int) -> None:
-        if not self.config.ema.warmup:
-            self.ema.update(self.net)
-            return
-        warm = (1.0 + step) / (10.0 + step)
-        state = self.net.state_dict()
-        with torch.no_grad():
-            for d, shadow in zip(self.ema.decays, self.ema.shadows, strict=True):
-                weight = 1.0 - min(d, warm)
-                for k, v in state.items():
-                    if v.dtype.is_floating_point:
-                        shadow[k].lerp_(v.detach(), weight)
-                    else:
-                        shadow[k].copy_(v)
-
     def train_step(self, step: int) -> dict[str, Any]:
         """Run optimiser step ``step`` (0-based); returns its metrics.
 
@@ -422,18 +444,27 @@ class Trainer:
         """
         tc, fc = self.config.train, self.config.diffusion
         x0, labels, gens = self.batch(step)
+        eps = self.paired_noise(step)
+        coupling = make_coupling(fc.coupling, labels=labels) if eps is None else None
         torch.manual_seed(mix_seed(tc.seed, _GLOBAL, step, self.dist.rank))
         self.train_model.train()
+        hybrid = None
         with self._autocast():
-            loss = denoising_loss(
-                self.train_model,
-                x0,
-                cond=labels,
-                t_dist=fc.t_dist,
-                weighting=fc.weighting,
-                min_snr_gamma=fc.min_snr_gamma,
-                generator=gens,
-            )
+            if fc.loss != "simple":  # L_hybrid / L_vlb (training/hybrid.py)
+                hybrid = vlb_objective(self, x0, labels, gens)
+                loss = hybrid.loss
+            else:
+                loss = denoising_loss(
+                    self.train_model,
+                    x0,
+                    cond=labels,
+                    t_dist=fc.t_dist,
+                    weighting=fc.weighting,
+                    min_snr_gamma=fc.min_snr_gamma,
+                    generator=gens,
+                    coupling=coupling,
+                    eps=eps,
+                )
         total = loss
         aux = getattr(self.net, "aux_loss", None) if self._has_aux() else None
         weight = self.config.model.aux_loss_weight
@@ -454,7 +485,9 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
-        self._ema_update(step)
+        self.ema.update(self.net, step if self.config.ema.warmup else None)
+        if hybrid is not None:
+            record_vlb_terms(self, hybrid)
         out: dict[str, Any] = {"loss": value, "lr": lr, "grad_norm": float(grad_norm)}
         if aux is not None:
             out["aux_loss"] = float(aux.detach())
@@ -464,7 +497,7 @@ class Trainer:
         return out
 
     def _nan_message(self, step: int, value: float) -> str:
-        oc, tc = self.config.optim, self.config.train
+        oc = self.config.optim
         last = self._last_ckpt or latest_checkpoint(self.out_dir)
         hints = [f"lower the learning rate (now optim.lr = {oc.lr:g}; try --set optim.lr={oc.lr / 4:g})"]
         if oc.grad_clip <= 0:
@@ -508,6 +541,9 @@ class Trainer:
         if self.device.type == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
         tensors["history.loss"] = torch.tensor(self.losses, dtype=torch.float64)
+        tensors.update(sampler_tensors(self.t_sampler))
+        if self.latent is not None:  # the autoencoder travels with the model (hwaksan sample decodes)
+            tensors.update(self.latent.checkpoint_tensors())
         meta = {
             "kind": "hwaksan-train",
             "step": step,
@@ -527,6 +563,10 @@ class Trainer:
             },
             "scheduler": _jsonable(self.scheduler.state_dict()),
         }
+        if self.latent is not None:
+            meta["latent"] = self.latent.meta()
+        if self.text is not None:
+            meta["text"] = self.text.meta()
         path = self._checkpoint_path(step)
         save_tensors(path, tensors, meta)
         for _, old in list_checkpoints(self.out_dir)[: -self.config.train.keep_last]:
@@ -546,6 +586,8 @@ class Trainer:
         if meta.get("kind") != "hwaksan-train":
             raise CheckpointError(f"{path} is not a training checkpoint (no optimizer state): cannot resume")
         saved = meta["config"]
+        with contextlib.suppress(ConfigError):  # keys added since the checkpoint take their defaults
+            saved = Config.from_dict(saved).to_dict()
         diff = config_diff(saved, self.config.to_dict(), ignore=NON_BINDING_KEYS)
         if diff:
             now = self.config.to_dict()
@@ -584,6 +626,7 @@ class Trainer:
         if "rng.cuda" in tensors and self.device.type == "cuda":
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
         self.losses = tensors["history.loss"].tolist()
+        load_sampler(self.t_sampler, tensors)
         self.step = int(meta["step"])
         self._last_ckpt = Path(path)
         return self.step
@@ -610,6 +653,12 @@ class Trainer:
         cond = None
         if self.labels is not None and self.num_classes:
             cond = torch.arange(n, device=self.device) % self.num_classes
+        if self.config.data.lowres:  # super-resolution of the first n training images
+            from .superres import superres_sample_cond
+
+            cond = superres_sample_cond(self, n, cond)
+        if self.text is not None:  # captions of the training set
+            cond = self.text.grid_cond(n)
         gens = [torch.Generator(device=self.device).manual_seed(sc.seed + i) for i in range(n)]
         out = sample(
             model,
@@ -621,7 +670,8 @@ class Trainer:
             generator=gens,
             device=self.device,
         )
-        return out.x.reshape(n, *self.image_shape)
+        x = out.x.reshape(n, *self.image_shape)
+        return self.latent.decode(x) if self.latent is not None else x
 
     def save_grid(self, step: int) -> Path:
         """Write ``samples/step_NNNNNNN.png``, ``samples/latest.png`` and ``loss.png``."""
@@ -631,7 +681,7 @@ class Trainer:
         folder = self.out_dir / "samples"
         folder.mkdir(parents=True, exist_ok=True)
         nrow = self.num_classes if (self.labels is not None and self.num_classes) else None
-        scale = max(1, 96 // max(self.image_shape[1:]))
+        scale = max(1, 96 // max(images.shape[2:]))
         path = save_image_grid(images, folder / f"step_{step:07d}.png", nrow=nrow, scale=scale)
         save_image_grid(images, folder / "latest.png", nrow=nrow, scale=scale)
         plot_loss(self.losses, self.out_dir / "loss.png", smooth=max(1, min(50, len(self.losses) // 10)))
