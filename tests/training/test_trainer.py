@@ -62,6 +62,20 @@ def test_preset_configs_load_and_round_trip_through_json(path):
     assert again.to_dict() == cfg.to_dict()
 
 
+def test_a_runs_config_json_is_a_config_file_too(tmp_path):
+    cfg = load_config(DIGITS, ["train.steps=7"])
+    saved = tmp_path / "config.json"
+    saved.write_text(json.dumps(cfg.to_dict()))
+    assert load_config(saved) == cfg
+    assert load_config(saved, ["train.steps=9"]).train.steps == 9
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="table of config sections"):
+        load_config(tmp_path / "bad.json")
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_config(tmp_path / "broken.json")
+
+
 def test_overrides_parse_toml_values_and_nested_tables():
     cfg = load_config(
         DIGITS,

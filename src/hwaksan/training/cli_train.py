@@ -36,8 +36,8 @@ def add_train_arguments(parser: argparse.ArgumentParser, toy: bool = False) -> a
         required=not toy,
         default=None,
         metavar="FILE",
-        help="experiment config in TOML (e.g. configs/digits.toml); missing keys take their defaults"
-        + ("; without it, train an MLP on 2-D toy data" if toy else ""),
+        help="experiment config in TOML (e.g. configs/digits.toml) or a run's config.json; "
+        "missing keys take their defaults" + ("; without it, train an MLP on 2-D toy data" if toy else ""),
     )
     parser.add_argument(
         "--set",

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
 import os
 import types
@@ -618,16 +619,25 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: Iterable[str] = ()) -> Config:
-    """Read a TOML config (``None``: all defaults) and apply ``--set`` overrides."""
+    """Read a config file (``None``: all defaults) and apply ``--set`` overrides.
+
+    ``path`` is a TOML file, or a run's ``config.json`` (what :meth:`Config.to_dict` wrote beside the
+    checkpoints), so ``--config RUN/config.json --resume`` continues a run with its own settings.
+    """
     data: dict[str, Any] = {}
     if path is not None:
+        is_json = os.fspath(path).endswith(".json")
         try:
             with open(path, "rb") as fh:
-                data = tomllib.load(fh)
+                data = json.load(fh) if is_json else tomllib.load(fh)
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"{path} is not valid TOML: {err}") from None
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path} is not valid JSON: {err}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path} must hold a table of config sections, not {type(data).__name__}")
     data = apply_overrides(data, overrides)
     try:
         return Config.from_dict(data)
