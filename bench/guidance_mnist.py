@@ -1,18 +1,25 @@
 """Guidance on MNIST: classifier-free guidance sweep and classifier-guidance sweep (issue 6).
 
     # 1. samples (resumable: a point already on disk is skipped)
-    python bench/guidance_mnist.py sample --mode cfg
+    python bench/guidance_mnist.py sample --mode cfg --bf16
+    # classifier A: EDM process, ln sigma~ ~ N(-1.2, 1.2^2), 16 channels, 1200 steps
     CLF=runs/guidance/classifier-mnist/classifier
-    python bench/guidance_mnist.py sample --mode classifier --classifier $CLF
+    python bench/guidance_mnist.py sample --mode classifier --classifier $CLF --bf16
+    # classifier B: VP process, t ~ U(0, 1) (covers the high noise levels), 16 channels, 1600 steps
+    CLF=runs/guidance/classifier-mnist-vp/classifier
+    python bench/guidance_mnist.py sample --mode classifier --classifier $CLF --bf16 \
+        --out runs/guidance/mnist-vp
     # 2. metrics, plots and grids
-    python bench/guidance_mnist.py evaluate
+    python bench/guidance_mnist.py evaluate \
+        --classifier-run runs/guidance/mnist "classifier guidance, classifier A (EDM)" \
+        --classifier-run runs/guidance/mnist-vp "classifier guidance, classifier B (VP)"
 
 Every point draws N = 1000 images (100 per class, image i has class i % 10 and seed i) from the newest
 checkpoint of runs/mnist (EMA 0) with Heun, 12 steps on the Karras grid (23 NFE per branch). CFG uses the
 class-conditional model with w in {1, 1.5, 2, 3, 5}; classifier guidance uses the same network's null
-class (its unconditional mode) with the noise-aware classifier at s in {0, 1, 2, 5, 10}. Class accuracy
-and the Frechet distance use the *evaluation* classifier of :mod:`hwaksan.evaluation` (FD-mnist against
-the 10,000 test images), never the guiding one.
+class (its unconditional mode) with a noise-aware classifier at s in {0, 1, 2, 5, 10, 20, 40} (the issue's
+sweep extended by 20 and 40). Class accuracy and the Frechet distance use the *evaluation* classifier of
+:mod:`hwaksan.evaluation` (FD-mnist against the 10,000 test images), never the guiding one.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from hwaksan.training.classifier import classifier_log_prob, load_classifier
 from hwaksan.training.cli_train import resolve_checkpoint
 
 CFG_SCALES = (1.0, 1.5, 2.0, 3.0, 5.0)
-CLASSIFIER_SCALES = (0.0, 1.0, 2.0, 5.0, 10.0)
+CLASSIFIER_SCALES = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 40.0)
 N, BATCH, STEPS, SAMPLER, GRID = 1000, 100, 12, "heun", "karras"
 
 
@@ -129,9 +136,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             "fd": frechet_distance(image_features(floor_imgs, "classifier", dataset="mnist"), real),
         }
     ]
-    for mode in ("cfg", "classifier"):
+    runs = [("cfg", out, "classifier-free (w)")] + [
+        ("classifier", Path(d), name) for d, name in (args.classifier_run or [(str(out), "classifier (s)")])
+    ]
+    for mode, folder, name in runs:
         for tag, scale in _points(mode):
-            path = out / f"{tag}.safetensors"
+            path = folder / f"{tag}.safetensors"
             if not path.exists():
                 continue
             data = load_file(str(path))
@@ -143,6 +153,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                 {
                     "tag": tag,
                     "mode": mode,
+                    "run": name,
+                    "folder": str(folder),
+                    "guiding_classifier": info.get("classifier", ""),
                     "scale": scale,
                     "accuracy": class_accuracy(images, labels, "mnist"),
                     "fd": frechet_distance(feats, real),
@@ -158,12 +171,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     }
     (out / "results.json").write_text(json.dumps(record, indent=2))
     for r in rows:
-        print(f"{r['tag']:16s} accuracy {100 * r['accuracy']:6.2f}%  FD-mnist {r['fd']:8.3f}")
+        print(
+            f"{r.get('run', 'real'):28s} {r['tag']:16s} accuracy {100 * r['accuracy']:6.2f}%  "
+            f"FD-mnist {r['fd']:8.3f}"
+        )
     print(f"evaluation classifier val accuracy {clf.accuracy}; results -> {out / 'results.json'}")
-    _plots(rows, out, Path(args.docs_img))
+    _plots(rows, out, Path(args.docs_img), args.grid_scales)
 
 
-def _plots(rows: list[dict], out: Path, img: Path) -> None:
+def _plots(rows: list[dict], out: Path, img: Path, grid_scales: list[float]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -172,40 +188,42 @@ def _plots(rows: list[dict], out: Path, img: Path) -> None:
     from hwaksan.plotting import save_image_grid
 
     img.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(5.6, 4.0))
-    for mode, marker, name, sym in (
-        ("cfg", "o", "classifier-free (w)", "w"),
-        ("classifier", "s", "classifier (s)", "s"),
-    ):
-        pts = [r for r in rows if r.get("mode") == mode]
-        if not pts:
-            continue
-        xs, ys = [100 * r["accuracy"] for r in pts], [r["fd"] for r in pts]
-        ax.plot(xs, ys, marker=marker, label=name)
-        for r, x, y in zip(pts, xs, ys, strict=True):
-            ax.annotate(
-                f"{sym}={r['scale']:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8
-            )
+    fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.4))
+    names = list(dict.fromkeys(r["run"] for r in rows if "run" in r))
     real = next(r for r in rows if r["tag"] == "real")
-    ax.axhline(real["fd"], color="grey", ls=":", lw=1, label="1000 real training images")
-    ax.set_xlabel("class accuracy of samples (%), evaluation classifier")
-    ax.set_ylabel("FD-mnist to the test set (lower is better)")
-    ax.set_title("MNIST guidance: fidelity vs class agreement (N=1000, Heun 12 steps)", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    for k, ax in enumerate(axes):  # left: the whole sweep; right: zoom on accuracy >= 84%
+        for name, marker in zip(names, "osD^v", strict=False):
+            pts = [r for r in rows if r.get("run") == name and (k == 0 or r["accuracy"] >= 0.84)]
+            sym = "w" if pts[0]["mode"] == "cfg" else "s"
+            xs, ys = [100 * r["accuracy"] for r in pts], [r["fd"] for r in pts]
+            ax.plot(xs, ys, marker=marker, label=name)
+            for i, (r, x, y) in enumerate(zip(pts, xs, ys, strict=True)):
+                off = (4, 4) if i % 2 == 0 else (-6, -12)  # alternate so that close points stay readable
+                ax.annotate(
+                    f"{sym}={r['scale']:g}", (x, y), textcoords="offset points", xytext=off, fontsize=7
+                )
+        ax.axhline(real["fd"], color="grey", ls=":", lw=1, label="1000 real training images")
+        ax.set_xlabel("class accuracy of samples (%), evaluation classifier")
+        ax.set_ylabel("FD-mnist to the test set (lower is better, log scale)")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[0].set_title("MNIST guidance: fidelity vs class agreement (N=1000, Heun 12 steps)", fontsize=9)
+    axes[1].set_title("zoom: accuracy >= 84%", fontsize=9)
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(img / "guidance-fd-vs-accuracy.png", dpi=130)
     plt.close(fig)
 
     # sample grids: 10 per class (columns = classes), for a few scales of each mode
-    panels = [("cfg", (1.0, 3.0, 5.0), "w"), ("classifier", (0.0, 2.0, 10.0), "s")]
-    for mode, scales, sym in panels:
+    cls_folder = Path(next((r["folder"] for r in reversed(rows) if r.get("mode") == "classifier"), out))
+    panels = [("cfg", out, (1.0, 3.0, 5.0), "w"), ("classifier", cls_folder, tuple(grid_scales), "s")]
+    for mode, folder, scales, sym in panels:
         loaded = []
         for s in scales:
-            path = out / f"{mode}_{s:g}.safetensors"
+            path = folder / f"{mode}_{s:g}.safetensors"
             if path.exists():
                 loaded.append((s, load_file(str(path))["images"][:100]))
-                save_image_grid(loaded[-1][1], out / f"grid_{mode}_{s:g}.png", nrow=10, scale=2)
+                save_image_grid(loaded[-1][1], folder / f"grid_{mode}_{s:g}.png", nrow=10, scale=2)
         if not loaded:
             continue
         fig, axes = plt.subplots(1, len(loaded), figsize=(3.3 * len(loaded), 3.6))
@@ -242,6 +260,20 @@ def main() -> None:
     p.add_argument("--out", default="runs/guidance/mnist", help="sample folder")
     p.add_argument("--docs-img", default="docs/img", help="where the PNGs for the docs go")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--classifier-run",
+        nargs=2,
+        action="append",
+        metavar=("DIR", "NAME"),
+        help="a folder of classifier-guidance samples and its legend name (repeatable; default: --out)",
+    )
+    p.add_argument(
+        "--grid-scales",
+        type=float,
+        nargs="+",
+        default=[0.0, 10.0, 40.0],
+        help="classifier scales shown in guidance-classifier-grid.png (from the last --classifier-run)",
+    )
     p.set_defaults(func=cmd_evaluate)
     args = parser.parse_args()
     if args.command == "sample" and args.mode == "classifier" and not args.classifier:

@@ -2,11 +2,11 @@
 
 ::
 
-    hwaksan train-classifier --data mnist --process edm --t-dist edm --sigma-data 0.6 --steps 2000
+    hwaksan train-classifier --data mnist --process vp --t-dist uniform --sigma-data 0.6 --steps 1600
     hwaksan sample runs/mnist --class 7 --guidance 3.0 [--negative-class 1] [--guidance-rescale 0.7]
                    [--guidance-interval 0.3 5]
     hwaksan sample runs/mnist --uncond --class 7 --classifier runs/classifier-mnist/classifier \\
-                   --classifier-scale 5
+                   --classifier-scale 10
 
 The guidance options are added to the ``sample`` parser by :func:`register`, which also sets
 ``args.guidance_hook`` = :func:`guided_denoiser`; ``run_sample`` calls it to wrap the model with
