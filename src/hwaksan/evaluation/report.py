@@ -130,7 +130,10 @@ def _sweep_plots(report: dict[str, Any], out: Path) -> list[Path]:
             if key in row and math.isfinite(row[key]):
                 curves.setdefault(row["sampler"], []).append((row["nfe"], row[key]))
         entry = report["metrics"].get(name, {}).get("fd" if ":" in key else "metric")
-        if entry is not None:
+        visited = not main.get("options") and any(
+            r["sampler"] == main["sampler"] and r["steps"] == main["steps"] for r in sweep
+        )
+        if entry is not None and not visited:  # the sweep's own curve already shows the main setting
             curves.setdefault(f"{main['sampler']} (main)", []).append((main["nfe"], _value(entry)))
         path = out / f"nfe_{name}.png"
         n = sweep[0]["n"]
@@ -209,8 +212,8 @@ def _html(report: dict[str, Any], out: Path) -> str:
     if (out / "nearest_neighbours.png").exists():
         nn = (
             f"<figure>{_png_tag(out / 'nearest_neighbours.png', 'nearest neighbours')}"
-            "<figcaption>the generated images closest to the training set (upper rows) and their nearest "
-            "training images (below)"
+            "<figcaption>the (up to 16) generated images closest to the training set, in blocks of two rows: "
+            "generated images on top, each one's nearest training image (pixel L2) below it"
             "</figcaption></figure>"
         )
     sweep = ""
