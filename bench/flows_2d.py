@@ -59,12 +59,12 @@ def _new_model() -> ModelDenoiser:
     return ModelDenoiser(MLP(2, width=WIDTH, depth=DEPTH), LinearInterpolant(), "velocity", 1.0)
 
 
-def _cached(path: Path, build):
+def _cached(path: Path, build, steps: int):
     if path.with_name(path.name + ".json").exists():
         return load_model(path)[0].eval()
     t0 = time.perf_counter()
     model = build()
-    save_model(path, model, extra_meta={"seconds": time.perf_counter() - t0})
+    save_model(path, model, extra_meta={"seconds": time.perf_counter() - t0, "train_steps": steps})
     print(f"  trained {path.parent.name}/{path.name} in {time.perf_counter() - t0:.0f} s", flush=True)
     return model.eval()
 
@@ -86,7 +86,8 @@ def _pairs(model, folder: Path, source_name: str, tag: str):
     )
 
 
-def train_problem(name: str, out: Path, steps: int) -> dict[str, ModelDenoiser]:
+def train_problem(name: str, out: Path, steps: int, wanted=MODELS) -> dict[str, ModelDenoiser]:
+    """Train (or load from OUT/NAME) the models named in ``wanted`` (and those they depend on)."""
     source_name, target_name = PROBLEMS[name]
     target = get_toy_dataset(target_name)
     source = _source(source_name)
@@ -102,16 +103,27 @@ def train_problem(name: str, out: Path, steps: int) -> dict[str, ModelDenoiser]:
 
         return build
 
-    models["1-RF"] = _cached(folder / "rf1", cfm(None))
-    models["OT-CFM"] = _cached(folder / "otcfm", cfm("ot"))
+    need = set(wanted)
+    if "2-RF distilled" in need:
+        need.add("2-RF")
+    if "3-RF" in need:
+        need.add("2-RF")
+    if "2-RF" in need:
+        need.add("1-RF")
+    if "1-RF" in need:
+        models["1-RF"] = _cached(folder / "rf1", cfm(None), steps)
+    if "OT-CFM" in need:
+        models["OT-CFM"] = _cached(folder / "otcfm", cfm("ot"), steps)
     for k, prev in ((2, "1-RF"), (3, "2-RF")):
+        if f"{k}-RF" not in need:
+            continue
         teacher = models[prev]
 
         def build(teacher=teacher, k=k):
             pairs = _pairs(teacher, folder / f"pairs_{k - 1}", source_name, f"rf{k - 1}")
             return train_on_pairs_2d(teacher, pairs, steps=steps, init="teacher", progress=False)[0]
 
-        models[f"{k}-RF"] = _cached(folder / f"rf{k}", build)
+        models[f"{k}-RF"] = _cached(folder / f"rf{k}", build, steps)
 
     def distill():
         pairs = _pairs(models["2-RF"], folder / "pairs_2", source_name, "rf2")
@@ -125,11 +137,19 @@ def train_problem(name: str, out: Path, steps: int) -> dict[str, ModelDenoiser]:
             progress=False,
         )[0]
 
-    models["2-RF distilled"] = _cached(folder / "distill", distill)
-    return models
+    if "2-RF distilled" in need:
+        models["2-RF distilled"] = _cached(folder / "distill", distill, steps // 2)
+    return {label: models[label] for label in MODELS if label in need}
 
 
-def measure(name: str, models: dict[str, ModelDenoiser]) -> dict:
+def _train_steps(folder: Path, label: str) -> int | None:
+    stems = {"1-RF": "rf1", "OT-CFM": "otcfm", "2-RF": "rf2", "3-RF": "rf3", "2-RF distilled": "distill"}
+    stem = stems[label]
+    meta = json.loads((folder / f"{stem}.json").read_text())
+    return meta.get("train_steps", 3000 if label != "2-RF distilled" else 1500)  # earlier runs: --steps 3000
+
+
+def measure(name: str, models: dict[str, ModelDenoiser], folder: Path | None = None) -> dict:
     source_name, target_name = PROBLEMS[name]
     target = get_toy_dataset(target_name)
     reference = target.sample(N_EVAL, torch.Generator().manual_seed(123)).double()
@@ -146,10 +166,12 @@ def measure(name: str, models: dict[str, ModelDenoiser]) -> dict:
             with torch.no_grad():
                 x = push_forward(model, x1, sampler="euler", steps=k, grid="uniform").x
             r[f"sw_euler_{k}"] = sliced_wasserstein(x, reference, generator=torch.Generator().manual_seed(0))
+        if folder is not None:
+            r["train_steps"] = _train_steps(folder, label)
         rows[label] = r
         print(
-            f"  {label:15s} S={r['straightness']:.4f} cost={r['transport_cost']:.3f} "
-            + " ".join(f"SW@{k}={r[f'sw_euler_{k}']:.4f}" for k in EULER),
+            f"  {label:15s} steps={r.get('train_steps')} S={r['straightness']:.4f} "
+            f"cost={r['transport_cost']:.3f} " + " ".join(f"SW@{k}={r[f'sw_euler_{k}']:.4f}" for k in EULER),
             flush=True,
         )
     return {"floor": floor, "models": rows, "source": source_name, "target": target_name}
@@ -248,23 +270,32 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=3000, help="training steps per model")
     parser.add_argument("--problems", default=",".join(PROBLEMS), help="comma-separated problems")
     parser.add_argument("--pairs", type=int, default=N_PAIRS, help="reflow pairs per round")
+    parser.add_argument(
+        "--models", default=",".join(MODELS), help="comma-separated subset of " + ", ".join(MODELS)
+    )
     args = parser.parse_args(argv)
     globals()["N_PAIRS"] = args.pairs
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     IMG.mkdir(parents=True, exist_ok=True)
-    results, files = {}, []
+    wanted = [m.strip() for m in args.models.split(",")]
+    unknown = sorted(set(wanted) - set(MODELS))
+    if unknown:
+        parser.error(f"unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
+    results_path = out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    files = []
     for name in args.problems.split(","):
         print(f"{name}:", flush=True)
-        models = train_problem(name, out, args.steps)
-        results[name] = measure(name, models)
+        models = train_problem(name, out, args.steps, wanted)
+        results[name] = measure(name, models, out / name)
         files += plot_problem(name, models, IMG)
     if len(results) == len(PROBLEMS):
         files.append(plot_sw(results, IMG / "flows-sw-vs-steps.png"))
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    results_path.write_text(json.dumps(results, indent=2) + "\n")
     print("outputs:")
-    for f in [out / "results.json", *files]:
+    for f in [results_path, *files]:
         print(f"  {f}")
     return 0
 

@@ -13,6 +13,12 @@ many-step sampler for reference. Numbers go to OUT/fd.json, a sample grid to
 docs/img/flows-mnist-samples.png::
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/flows_mnist.py --pairs 10000 --steps 12
+
+The numbers in docs/benchmarks-flows.md are from a smaller run (teacher stopped at step 1000)::
+
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/flows_mnist.py --pairs 2000 --sampler dpmpp_2m \
+        --steps 8 --train-steps 300 --distill-steps 150 --lr 5e-4 --n 500 --reference-steps 4 \
+        --eval-n 64 --eval-steps 20
 """
 
 from __future__ import annotations
@@ -66,6 +72,10 @@ def main(argv=None) -> int:
     p.add_argument("--distill-steps", type=int, default=800)
     p.add_argument("--n", type=int, default=2000, help="generated images per FD")
     p.add_argument("--reference-steps", type=int, default=8, help="Heun steps of the teacher's reference row")
+    p.add_argument("--eval-n", type=int, default=128, help="paths of the straightness integral")
+    p.add_argument("--eval-steps", type=int, default=32, help="Euler steps of the straightness integral")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate of 2-RF / distillation")
+    p.add_argument("--distill-pairs", choices=("new", "last"), default="last", help="see hwaksan reflow")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -78,12 +88,13 @@ def main(argv=None) -> int:
             "--steps", str(args.steps),
             "--train-steps", str(args.train_steps),
             "--distill-steps", str(args.distill_steps),
-            "--distill-pairs", "last",
-            "--eval-n", "128",
-            "--eval-steps", "32",
-            "--set", "train.checkpoint_every=250",
+            "--distill-pairs", args.distill_pairs,
+            "--eval-n", str(args.eval_n),
+            "--eval-steps", str(args.eval_steps),
+            *(["--lr", str(args.lr)] if args.lr else []),
+            "--set", "train.checkpoint_every=50",
             "--set", "train.sample_every=0",
-            "--set", "optim.warmup=100",
+            "--set", f"optim.warmup={min(100, max(1, args.train_steps // 6))}",
             "--out", str(out),
             "--no-progress",
         ]
