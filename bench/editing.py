@@ -105,6 +105,31 @@ def _paired(a: torch.Tensor, b: torch.Tensor) -> dict:
     return {"diff": float(d.mean()), "se": float(d.std() / math.sqrt(len(d)))}
 
 
+def _paired_fd(a: torch.Tensor, b: torch.Tensor, boot: int = 200) -> dict:
+    """FD-mnist(a) - FD-mnist(b) for two image sets ``(N, 1, H, W)`` made from the same inputs (row i of
+    both from input i), with a paired bootstrap standard error: the same resampled rows for both."""
+    from hwaksan.evaluation import (
+        frechet_distance_from_statistics,
+        gaussian_statistics,
+        image_features,
+        real_statistics,
+    )
+
+    ref = real_statistics("mnist", "test", "classifier", image_size=tuple(a.shape[-2:]))
+    fa, fb = (image_features(t.clamp(-1, 1), "classifier", "mnist").double() for t in (a, b))
+
+    def fd(f: torch.Tensor) -> float:
+        mu, cov = gaussian_statistics(f)
+        return frechet_distance_from_statistics(mu, cov, ref.mu, ref.cov)
+
+    g = torch.Generator().manual_seed(0)
+    draws = []
+    for _ in range(boot):
+        i = torch.randint(len(fa), (len(fa),), generator=g)
+        draws.append(fd(fa[i]) - fd(fb[i]))
+    return {"diff": fd(fa) - fd(fb), "se": float(torch.tensor(draws).std())}
+
+
 def _row_scores(row: dict, images: torch.Tensor, labels: torch.Tensor | None, hits: dict, name: str) -> None:
     sc = _scores(images, labels)
     if "correct" in sc:
@@ -112,10 +137,10 @@ def _row_scores(row: dict, images: torch.Tensor, labels: torch.Tensor | None, hi
     row.update(sc)
 
 
-def _batched(fn, n: int, batch: int, desc: str):
-    """Run ``fn(lo, hi) -> Tensor`` over batches of indices; concatenates the results."""
+def _batched(fn, n: int, batch: int, desc: str, start: int = 0):
+    """Run ``fn(lo, hi) -> Tensor`` over batches of the indices ``start .. n-1``; concatenates the results."""
     out = []
-    for lo in tqdm(range(0, n, batch), desc=desc, file=sys.stderr):
+    for lo in tqdm(range(start, n, batch), desc=desc, file=sys.stderr):
         out.append(fn(lo, min(n, lo + batch)))
     return torch.cat(out)
 
@@ -140,11 +165,12 @@ def _resumed(out: Path, part: str, args) -> tuple[dict, dict]:
 
     tensors, meta = load_tensors(path)
     record = meta.get("record", {})
-    if record.get("n") != args.n or record.get("steps") != args.steps:
-        raise SystemExit(
-            f"{path} has n={record.get('n')}, steps={record.get('steps')}: rerun without --resume"
-        )
-    print(f"resuming from {path}: {sorted(tensors)}", file=sys.stderr)
+    if record.get("steps") != args.steps:
+        raise SystemExit(f"{path} has steps={record.get('steps')}: rerun without --resume")
+    # image i always uses seed i, so the first args.n images of a larger run are this run's images, and
+    # a method with fewer images is extended (part_inpaint samples only the missing ones); the stored
+    # tensors are kept whole, so a smaller run never throws away images of a larger one
+    print(f"resuming from {path} (n={record.get('n')} -> {args.n}): {sorted(tensors)}", file=sys.stderr)
     return record.get("rows", {}), tensors
 
 
@@ -243,8 +269,10 @@ def part_inpaint(args) -> None:
         rows.setdefault(kind, {"masked_input": {}})
         repaint_nfe = rows[kind].get("repaint", {}).get("nfe_per_image")
         for name, opts in methods.items():
-            if f"{kind}.{name}" in tensors and name in rows[kind]:
-                continue  # done before the interruption (--resume)
+            done = tensors.get(f"{kind}.{name}") if name in rows[kind] else None
+            start = 0 if done is None else len(done)
+            if start >= n:
+                continue  # done before the interruption (--resume), maybe for more images
             opts = dict(opts)
             s = opts.pop("steps", steps) or repaint_nfe
             t0 = time.perf_counter()
@@ -270,7 +298,9 @@ def part_inpaint(args) -> None:
                 nfe[0] = res.nfe
                 return out
 
-            out = _batched(run, n, batch, f"{kind}/{name}")
+            out = _batched(run, n, batch, f"{kind}/{name}", start)
+            if done is not None and start:
+                out = torch.cat([done, out])
             if name == "repaint":
                 repaint_nfe = nfe[0]
             rows[kind][name] = {
@@ -278,6 +308,7 @@ def part_inpaint(args) -> None:
                 "nfe_per_image": nfe[0],
                 "known_max_abs_error": float((out - x)[masks.bool()].abs().max()),
                 "seconds": time.perf_counter() - t0,
+                "timed_images": n - start,
             }
             tensors[f"{kind}.{name}"] = out
             print(kind, name, rows[kind][name], file=sys.stderr)
@@ -287,7 +318,7 @@ def part_inpaint(args) -> None:
             tensors[f"{kind}.{m}"][:show] for m in methods
         ]
         save_image_grid(torch.cat(panels), IMG / f"editing-inpaint-{kind}.png", nrow=show, scale=3)
-    _score_inpaint(record, rows, tensors)
+    _score_inpaint(record, rows, {k: v[:n] for k, v in tensors.items()})
     _write(Path(args.out), part, {**record, "rows": rows}, tensors)
 
 
@@ -298,11 +329,16 @@ def _score_inpaint(record: dict, rows: dict, tensors: dict) -> None:
     for kind in rows:
         hits: dict = {}
         for name, row in rows[kind].items():
-            if name != "paired":
+            if name not in ("paired", "paired_fd"):
                 _row_scores(row, tensors[f"{kind}.{name}"], labels, hits, name)
         pairs = [(a, b) for a, b in (("repaint", "replace"), ("repaint", "paste"), ("replace", "paste"))]
         rows[kind]["paired"] = {
             f"{a} - {b}": _paired(hits[a], hits[b]) for a, b in pairs if a in hits and b in hits
+        }
+        rows[kind]["paired_fd"] = {
+            f"{a} - {b}": _paired_fd(tensors[f"{kind}.{a}"], tensors[f"{kind}.{b}"])
+            for a, b in pairs
+            if a in hits and b in hits
         }
 
 
@@ -311,7 +347,10 @@ def part_rescore(args) -> None:
     from hwaksan.training.checkpoint import load_tensors
 
     tensors, meta = load_tensors(Path(args.out) / f"{args.target}-images.safetensors")
+    n = min(args.n or len(tensors["originals"]), len(tensors["originals"]))
+    tensors = {k: v[:n] for k, v in tensors.items()}
     record = dict(meta["record"])
+    record["n"] = n
     rows = record.pop("rows")
     _score_inpaint(record, rows, tensors)
     _write(Path(args.out), args.target, {**record, "rows": rows, "rescored": True})
@@ -476,6 +515,13 @@ def part_cascade(args) -> None:
         if name in tensors and tensors[name].shape[-1] == 28:  # 14x14 would need its own classifier
             _row_scores(row, tensors[name], labels, {}, name)
         print(name, row, file=sys.stderr)
+    noaug = "base14 + sr-noaug"
+    rows["paired FD differences"] = {
+        f"{k} - {noaug}": _paired_fd(tensors[k], tensors[noaug])
+        for k in tensors
+        if k.startswith("base14 + sr @")
+    }
+    print(rows["paired FD differences"], file=sys.stderr)
     show = 10
     names = [k for k in tensors if k != "base14"]
     save_image_grid(
