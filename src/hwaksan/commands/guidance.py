@@ -48,16 +48,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--process",
-        default="edm",
+        default="vp",
         choices=PROCESSES,
-        help="forward process whose x_t the classifier learns to read (default edm); the guided model may "
+        help="forward process whose x_t the classifier learns to read (default vp); the guided model may "
         "use another one: inputs are matched at equal noise level sigma~",
     )
     p.add_argument(
         "--t-dist",
-        default="edm",
+        default="uniform",
         choices=T_DISTRIBUTIONS,
-        help="training noise-level distribution (default edm: ln sigma~ ~ N(-1.2, 1.2^2))",
+        help="training noise-level distribution (default uniform in t: it covers the high noise levels "
+        "where guidance acts; on MNIST it gave 97%% guided accuracy against 90%% for the edm "
+        "distribution, docs/benchmarks-guidance.md)",
     )
     p.add_argument(
         "--sigma-data",
