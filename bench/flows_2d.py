@@ -9,10 +9,18 @@ Two problems: ``8gaussians -> moons`` (a flow between two data sets: the source 
 - ``3-RF``: the same from the 2-RF;
 - ``2-RF distilled``: the 2-RF fine-tuned at t = 1 only on pairs of its own map (one-step model).
 
+``--reflow-t-dist u_shaped`` trains the reflow rounds (2-RF, 3-RF) with the U-shaped time density
+of Lee, Lin & Fanti 2024 (``hwaksan.losses.sample_t``) instead of U(0, 1), ``u_shaped_tmax`` with
+that density plus an atom of mass 0.1 at t = 1 (see ``bench/flows_2d_endpoint.py``); with ``--reflow-steps``
+and ``--pairs`` it names a *variant*: its models are cached as ``rf2-<variant>``, ``rf3-<variant>``
+and reported as ``2-RF [<variant>]`` next to the default ones (the distilled model always comes
+from the default 2-RF).
+
 For every model: straightness ``int E||(X1-X0) - v(X_t,t)||^2 dt`` and transport cost
 ``E||X1-X0||^2`` (Euler, 100 steps, 2000 paths) and the sliced Wasserstein distance to the data
 (``N_EVAL`` samples vs ``N_EVAL`` data points, 256 directions) at 1, 2, 5 and 10 Euler steps, with
-the noise floor (SW between two data samples of that size). Models are cached under OUT, so a
+the noise floor (SW between two data samples of that size), and the mean and standard error of the
+SW over ``N_REPEATS`` independent (source, data) draws. Models are cached under OUT, so a
 re-run only measures. Plots go to docs/img/flows-*.png, numbers to OUT/results.json::
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/flows_2d.py [--out runs/flows/bench2d] [--steps 3000]
@@ -47,6 +55,7 @@ MODELS = ("1-RF", "OT-CFM", "2-RF", "3-RF", "2-RF distilled")
 EULER = (1, 2, 5, 10)
 N_PAIRS = 20_000
 N_EVAL = 5000
+N_REPEATS = 5
 WIDTH, DEPTH = 256, 3
 IMG = Path(__file__).resolve().parents[1] / "docs" / "img"
 
@@ -86,8 +95,37 @@ def _pairs(model, folder: Path, source_name: str, tag: str):
     )
 
 
-def train_problem(name: str, out: Path, steps: int, wanted=MODELS) -> dict[str, ModelDenoiser]:
-    """Train (or load from OUT/NAME) the models named in ``wanted`` (and those they depend on)."""
+def variant_tag(t_dist: str, reflow_steps: int, pairs: int, steps: int) -> str:
+    """``""`` for the default reflow recipe (uniform t, ``steps`` training steps, ``N_PAIRS`` 20,000
+    pairs), else e.g. ``"u_shaped"`` or ``"u_shaped-s9000-p50000"``: the suffix of the cached files."""
+    parts = [] if t_dist == "uniform" else [t_dist]
+    if reflow_steps != steps:
+        parts.append(f"s{reflow_steps}")
+    if pairs != 20_000:
+        parts.append(f"p{pairs}")
+    return "-".join(parts)
+
+
+def _label(base: str, tag: str) -> str:
+    return f"{base} [{tag}]" if tag and base in ("2-RF", "3-RF") else base
+
+
+def train_problem(
+    name: str,
+    out: Path,
+    steps: int,
+    wanted=MODELS,
+    *,
+    reflow_t_dist: str = "uniform",
+    reflow_steps: int | None = None,
+) -> dict[str, ModelDenoiser]:
+    """Train (or load from OUT/NAME) the models named in ``wanted`` (and those they depend on).
+
+    The reflow rounds use ``reflow_t_dist`` and ``reflow_steps`` (default ``steps``); a non-default
+    recipe is a variant (:func:`variant_tag`) with its own cached files and labels."""
+    reflow_steps = reflow_steps or steps
+    tag = variant_tag(reflow_t_dist, reflow_steps, N_PAIRS, steps)
+    sfx = f"-{tag}" if tag else ""
     source_name, target_name = PROBLEMS[name]
     target = get_toy_dataset(target_name)
     source = _source(source_name)
@@ -118,17 +156,22 @@ def train_problem(name: str, out: Path, steps: int, wanted=MODELS) -> dict[str, 
         if f"{k}-RF" not in need:
             continue
         teacher = models[prev]
+        # pairs of the 1-RF are shared by every variant with the default pair count
+        pairs_dir = folder / (f"pairs_{k - 1}" + (sfx if k > 2 or N_PAIRS != 20_000 else ""))
 
-        def build(teacher=teacher, k=k):
-            pairs = _pairs(teacher, folder / f"pairs_{k - 1}", source_name, f"rf{k - 1}")
-            return train_on_pairs_2d(teacher, pairs, steps=steps, init="teacher", progress=False)[0]
+        def build(teacher=teacher, k=k, pairs_dir=pairs_dir):
+            pairs = _pairs(teacher, pairs_dir, source_name, f"rf{k - 1}{sfx if k > 2 else ''}")
+            return train_on_pairs_2d(
+                teacher, pairs, steps=reflow_steps, t_dist=reflow_t_dist, init="teacher", progress=False
+            )[0]
 
-        models[f"{k}-RF"] = _cached(folder / f"rf{k}", build, steps)
+        models[f"{k}-RF"] = _cached(folder / f"rf{k}{sfx}", build, reflow_steps)
 
     def distill():
-        pairs = _pairs(models["2-RF"], folder / "pairs_2", source_name, "rf2")
+        rf2 = models["2-RF"] if not sfx else load_model(folder / "rf2")[0].eval()
+        pairs = _pairs(rf2, folder / "pairs_2", source_name, "rf2")
         return train_on_pairs_2d(
-            models["2-RF"],
+            rf2,
             pairs,
             steps=steps // 2,
             lr=5e-4,
@@ -139,12 +182,19 @@ def train_problem(name: str, out: Path, steps: int, wanted=MODELS) -> dict[str, 
 
     if "2-RF distilled" in need:
         models["2-RF distilled"] = _cached(folder / "distill", distill, steps // 2)
-    return {label: models[label] for label in MODELS if label in need}
+    out_models = {}
+    for label in MODELS:
+        if label == "2-RF" and sfx and (folder / "rf2.json").exists():
+            out_models["2-RF"] = load_model(folder / "rf2")[0].eval()  # the "before" row of a variant
+        if label in need:
+            out_models[_label(label, tag)] = models[label]
+    return out_models
 
 
 def _train_steps(folder: Path, label: str) -> int | None:
     stems = {"1-RF": "rf1", "OT-CFM": "otcfm", "2-RF": "rf2", "3-RF": "rf3", "2-RF distilled": "distill"}
-    stem = stems[label]
+    base, _, tag = label.partition(" [")
+    stem = stems[base] + (f"-{tag.rstrip(']')}" if tag else "")
     meta = json.loads((folder / f"{stem}.json").read_text())
     return meta.get("train_steps", 3000 if label != "2-RF distilled" else 1500)  # earlier runs: --steps 3000
 
@@ -166,12 +216,27 @@ def measure(name: str, models: dict[str, ModelDenoiser], folder: Path | None = N
             with torch.no_grad():
                 x = push_forward(model, x1, sampler="euler", steps=k, grid="uniform").x
             r[f"sw_euler_{k}"] = sliced_wasserstein(x, reference, generator=torch.Generator().manual_seed(0))
+            reps = []  # independent source and data draws: the spread of the SW estimate itself
+            for i in range(N_REPEATS):
+                xi = source_sample(N_EVAL, (2,), 10**9 + 10 * (i + 1), _source(source_name))
+                ref_i = target.sample(N_EVAL, torch.Generator().manual_seed(1000 + i)).double()
+                with torch.no_grad():
+                    xi = push_forward(model, xi, sampler="euler", steps=k, grid="uniform").x
+                reps.append(sliced_wasserstein(xi, ref_i, generator=torch.Generator().manual_seed(i + 1)))
+            reps_t = torch.tensor(reps, dtype=torch.float64)
+            r[f"sw_euler_{k}_mean"] = float(reps_t.mean())
+            r[f"sw_euler_{k}_se"] = float(reps_t.std() / N_REPEATS**0.5)
         if folder is not None:
             r["train_steps"] = _train_steps(folder, label)
         rows[label] = r
         print(
             f"  {label:15s} steps={r.get('train_steps')} S={r['straightness']:.4f} "
-            f"cost={r['transport_cost']:.3f} " + " ".join(f"SW@{k}={r[f'sw_euler_{k}']:.4f}" for k in EULER),
+            f"cost={r['transport_cost']:.3f} "
+            + " ".join(
+                f"SW@{k}={r[f'sw_euler_{k}']:.4f} "
+                f"({r[f'sw_euler_{k}_mean']:.4f}+-{r[f'sw_euler_{k}_se']:.4f})"
+                for k in EULER
+            ),
             flush=True,
         )
     return {"floor": floor, "models": rows, "source": source_name, "target": target_name}
@@ -264,6 +329,11 @@ def plot_sw(results: dict, path: Path) -> Path:
     return path
 
 
+def _shown(models: dict) -> set[str]:
+    """The labels of this run's models, plus the default 2-RF as the "before" curve of a variant."""
+    return set(models) | ({"2-RF"} if any("[" in label for label in models) else set())
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/flows/bench2d", help="cache of models and results")
@@ -273,6 +343,18 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--models", default=",".join(MODELS), help="comma-separated subset of " + ", ".join(MODELS)
     )
+    parser.add_argument(
+        "--reflow-t-dist",
+        default="uniform",
+        choices=("uniform", "u_shaped", "u_shaped_tmax"),
+        help="training time distribution of the reflow rounds (2-RF, 3-RF); u_shaped: Lee et al. 2024; "
+        "u_shaped_tmax: the same with 10%% of the draws at t = 1 (hwaksan.losses.sample_t)",
+    )
+    parser.add_argument(
+        "--reflow-steps", type=int, default=None, help="training steps of each reflow round (default --steps)"
+    )
+    parser.add_argument("--plot-only", action="store_true", help="load cached models, skip the measurement")
+    parser.add_argument("--no-plots", action="store_true", help="measure only, leave docs/img as it is")
     args = parser.parse_args(argv)
     globals()["N_PAIRS"] = args.pairs
     torch.set_num_threads(1)
@@ -288,11 +370,21 @@ def main(argv=None) -> int:
     files = []
     for name in args.problems.split(","):
         print(f"{name}:", flush=True)
-        models = train_problem(name, out, args.steps, wanted)
-        results[name] = measure(name, models, out / name)
-        files += plot_problem(name, models, IMG)
-    if len(results) == len(PROBLEMS):
-        files.append(plot_sw(results, IMG / "flows-sw-vs-steps.png"))
+        models = train_problem(
+            name, out, args.steps, wanted, reflow_t_dist=args.reflow_t_dist, reflow_steps=args.reflow_steps
+        )
+        if not args.plot_only:
+            new = measure(name, models, out / name)
+            old = results.get(name, {}).get("models", {})
+            results[name] = {**new, "models": {**old, **new["models"]}}  # keep the rows of other variants
+        if not args.no_plots:
+            files += plot_problem(name, models, IMG)
+    if len(results) == len(PROBLEMS) and not args.no_plots:
+        shown = {
+            name: {**res, "models": {k: v for k, v in res["models"].items() if k in _shown(models)}}
+            for name, res in results.items()
+        }
+        files.append(plot_sw(shown, IMG / "flows-sw-vs-steps.png"))
     results_path.write_text(json.dumps(results, indent=2) + "\n")
     print("outputs:")
     for f in [results_path, *files]:

@@ -274,7 +274,8 @@ def test_pair_shards_resume_to_the_uninterrupted_result(tmp_path, mixture2d):
         simulate_pairs(oracle, tmp_path / "b", 25, **{**kw, "shard_size": 5})
 
 
-def test_reflow_command_2d_end_to_end_and_resumes(tmp_path, capsys):
+def test_reflow_command_2d_end_to_end_and_resumes(tmp_path, capsys, monkeypatch):
+    import hwaksan.losses
     from hwaksan.cli import main
 
     teacher = tmp_path / "teacher"
@@ -322,12 +323,21 @@ def test_reflow_command_2d_end_to_end_and_resumes(tmp_path, capsys):
         "25",
         "--batch-size",
         "32",
+        "--t-dist",
+        "u_shaped",
         "--out",
         str(out),
         "--no-progress",
     ]
+    seen = []  # the training times reach the loss: u_shaped for the reflow round, terminal to distil
+    sample_t = hwaksan.losses.sample_t
+    monkeypatch.setattr(
+        hwaksan.losses, "sample_t", lambda p, n, d, *a, **k: seen.append(d) or sample_t(p, n, d, *a, **k)
+    )
     assert main(args) == 0
+    assert seen == ["u_shaped"] * 10 + ["terminal"] * 5
     report = json.loads((out / "report.json").read_text())
+    assert report["t_dist"] == "u_shaped"
     assert set(report["rounds"]) == {"1", "2", "distill"}
     for r in report["rounds"].values():
         assert r["straightness"] >= 0 and r["transport_cost"] > 0 and "sw_euler_1" in r
@@ -412,7 +422,7 @@ def test_reflow_command_images_end_to_end(tmp_path):
     assert main(args) == 0
     model, meta = load_model(out / "rf2" / "checkpoints" / "step_0000002")
     assert model.process.name == "flow" and model.prediction == "velocity"
-    assert meta["config"]["diffusion"]["t_dist"] == "uniform" and meta["num_classes"] == 10
+    assert meta["config"]["diffusion"]["t_dist"] == "u_shaped_tmax" and meta["num_classes"] == 10  # default
     _, meta = load_model(out / "distill" / "checkpoints" / "step_0000001")
     assert meta["config"]["diffusion"]["t_dist"] == "terminal"
     report = json.loads((out / "report.json").read_text())

@@ -58,7 +58,7 @@ __all__ = [
     "ImportanceSampler",
 ]
 
-T_DISTRIBUTIONS = ("uniform", "discrete", "edm", "logit_normal", "terminal")
+T_DISTRIBUTIONS = ("uniform", "discrete", "edm", "logit_normal", "terminal", "u_shaped", "u_shaped_tmax")
 WEIGHTINGS = ("simple", "eps", "x0", "v", "velocity", "min_snr", "edm")
 
 
@@ -80,6 +80,8 @@ def sample_t(
     *,
     p_mean: float = -1.2,
     p_std: float = 1.2,
+    u_shape_a: float = 4.0,
+    p_t_max: float = 0.1,
     device=None,
 ) -> torch.Tensor:
     """Training times ``(n,)`` float64.
@@ -89,7 +91,17 @@ def sample_t(
     ``edm``: ``ln sigma~ ~ N(p_mean, p_std^2)`` (Karras et al. 2022, sec. 5), mapped to t;
     ``logit_normal``: ``t = sigmoid(N(0, 1))`` (Esser et al. 2024), for flows;
     ``terminal``: ``t = t_max`` for every sample: one-step distillation of a rectified flow, whose
-    one Euler step from ``t_max`` must land on the paired sample (Liu et al. 2022, sec. 2.3).
+    one Euler step from ``t_max`` must land on the paired sample (Liu et al. 2022, sec. 2.3);
+    ``u_shaped``: ``t = t_min + (t_max - t_min) u`` with the U-shaped density
+    ``p(u) = a cosh(a (u - 1/2)) / (2 sinh(a/2))`` on [0, 1], ``a = u_shape_a`` (4), i.e.
+    ``p(u) ∝ exp(a u) + exp(a (1 - u))``, which puts weight on both ends: Lee, Lin & Fanti 2024,
+    "Improving the Training of Rectified Flows", sec. 4.1 (written ``exp(a u) + exp(-a u)`` there;
+    their code draws ``u ~ exp(a u)`` mirrored with probability 1/2, the same density). Drawn exactly
+    by inverting its CDF ``F(u) = (sinh(a (u - 1/2)) + sinh(a/2)) / (2 sinh(a/2))`` in float64;
+    ``u_shaped_tmax``: ``t = t_max`` with probability ``p_t_max`` (0.1), else ``u_shaped``. Every
+    sampler's first network call is at exactly ``t_max``, and for the flow interpolant (alpha = 0
+    there) the network's noise level ``-lambda(t)/8`` is the clamp value there, an input that no
+    density on [t_min, t_max] reaches; this atom trains it. One Euler step uses only that call.
     """
     if dist not in T_DISTRIBUTIONS:
         raise ValueError(f"unknown t distribution {dist!r}; choose one of {', '.join(T_DISTRIBUTIONS)}")
@@ -99,6 +111,18 @@ def sample_t(
     if dist == "uniform":
         lo = process.t_min
         return lo + (process.t_max - lo) * u
+    if dist == "u_shaped":  # (u_shaped_tmax below draws its U-shaped part through this branch)
+        if not u_shape_a > 0:
+            raise ValueError(f"u_shape_a must be > 0, got {u_shape_a}")
+        half = math.sinh(u_shape_a / 2)
+        u = 0.5 + torch.asinh((2 * u - 1) * half) / u_shape_a
+        return process.t_min + (process.t_max - process.t_min) * u.clamp(0.0, 1.0)
+    if dist == "u_shaped_tmax":
+        if not 0.0 <= p_t_max <= 1.0:
+            raise ValueError(f"p_t_max must be in [0, 1], got {p_t_max}")
+        at_end = u < p_t_max
+        t = sample_t(process, n, "u_shaped", generator, u_shape_a=u_shape_a, device=device)
+        return torch.where(at_end, torch.full_like(t, process.t_max), t)
     if dist == "discrete":
         if not isinstance(process, DiscreteVP):
             raise ValueError("the 'discrete' t distribution needs a DDPM table process")

@@ -416,7 +416,15 @@ def cmd_reflow(args: argparse.Namespace) -> int:
     }
     report_path = out / "report.json"
     report: dict[str, Any] = json.loads(report_path.read_text()) if report_path.exists() else {}
-    report.update({"teacher": str(path), "pairs": args.pairs, "sampler": args.sampler, "steps": args.steps})
+    report.update(
+        {
+            "teacher": str(path),
+            "pairs": args.pairs,
+            "sampler": args.sampler,
+            "steps": args.steps,
+            "t_dist": args.t_dist,
+        }
+    )
     print(
         f"hwaksan reflow: teacher {path} ({'2-D' if is_toy else 'image'} model, {teacher.process.name}/"
         f"{teacher.prediction}); writing to {out}",
@@ -512,7 +520,7 @@ def cmd_reflow(args: argparse.Namespace) -> int:
                 f"{out / f'rf{k + 1}'}",
                 flush=True,
             )
-            model, ckpt = train(model, pairs, out / f"rf{k + 1}", "uniform", train_steps, args.init, 2)
+            model, ckpt = train(model, pairs, out / f"rf{k + 1}", args.t_dist, train_steps, args.init, 2)
             files[f"rf{k + 1}"] = ckpt
             files[f"pairs_{k}"] = out / f"pairs_{k}"
             tag = f"rf{k + 1}"
@@ -615,6 +623,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         help="training steps per round (default: 3000 for 2-D, the teacher's train.steps for images)",
+    )
+    p.add_argument(
+        "--t-dist",
+        choices=("uniform", "u_shaped", "u_shaped_tmax"),
+        default="u_shaped_tmax",
+        help="training times of the reflow rounds: uniform U(0, 1) (Liu et al. 2022); u_shaped, the density "
+        "cosh(4 (t - 1/2)) that puts weight on both ends (Lee, Lin & Fanti 2024); u_shaped_tmax, the same "
+        "with 10%% of the draws at exactly t = 1, the time of every sampler's first network call: the "
+        "one-step quality of a 2-D 2-RF goes from SW 0.16 to 0.02 (docs/benchmarks-flows.md) (default "
+        "u_shaped_tmax)",
     )
     p.add_argument(
         "--distill-steps",
