@@ -79,6 +79,21 @@ PRESETS: dict[str, dict[str, Any]] = {
         "attention_levels": [2],
         "emb_dim": 64,
     },
+    # The same size budget (1.15 M params, attention at 8x8) spent where pixels are few: 16 channels
+    # at 32x32, 48 at 16x16, 80 at 8x8, GroupNorm with 8 groups (with 32 groups the 16-channel level
+    # would normalise every channel alone). 0.31 GFLOP/img instead of 0.50: the fastest U-Net of
+    # bench/train_throughput.py at equal parameters; its sample quality against diffusers' at equal
+    # training: bench/unet_quality.py (docs/benchmarks.md, issue 4).
+    "unet-32-fast": {
+        "arch": "unet",
+        "in_channels": 1,
+        "model_channels": 16,
+        "channel_mult": [1, 3, 5],
+        "num_res_blocks": 1,
+        "attention_levels": [2],
+        "emb_dim": 64,
+        "num_groups": 8,
+    },
     # 3x64x64 RGB (emoji, image folders): four levels (64, 32, 16, 8), attention at 16 and 8.
     "unet-64": {
         "arch": "unet",
@@ -118,6 +133,7 @@ PRESET_INPUT_SHAPES: dict[str, tuple[int, int, int]] = {
     "unet-digits": (1, 8, 8),
     "unet-mnist": (1, 28, 28),
     "unet-32": (1, 32, 32),
+    "unet-32-fast": (1, 32, 32),
     "unet-64": (3, 64, 64),
     "dit-mnist": (1, 28, 28),
     "moe-mnist": (1, 28, 28),
