@@ -72,36 +72,20 @@ def sample_adaptive_pid(
         accept_safety: accept a step when its proposed factor is at least this.
         h_init: first step in ``log sigma~`` (default: 1/20 of the range).
     """
-    from .ode import sample_ddim
+    from .ode import ScaledLogSigmaODE
 
+    ode = ScaledLogSigmaODE(denoiser, x, ts, cond)
     process = denoiser.process
-    ts = torch.as_tensor(ts, dtype=torch.float64)
-    if float(process.alpha(ts[0])) <= 0:
-        x = sample_ddim(denoiser, x, ts[:2], cond=cond)
-        ts = ts[1:]
-    t0, t_end = float(ts[0]), float(ts[-1])
-    finish = t_end == 0.0
-    t1 = (process.t_min if process.t_min > 0 else 1e-3) if finish else t_end
-    s0 = math.log(float(process.sigma_tilde(t0)))
-    s1 = math.log(float(process.sigma_tilde(t1)))
+    s0, s1, finish, t_alpha = ode.s0, ode.s1, ode.finish, ode.time_alpha
     direction = -1.0  # s decreases from noise to data
     span = s0 - s1
     nfe = [0]
-    t_cache: dict[float, tuple[float, float]] = {}
-
-    def t_alpha(s: float) -> tuple[float, float]:
-        if s not in t_cache:
-            t = t0 if s == s0 else t1 if s == s1 else float(process.t_from_log_snr(-2.0 * s))
-            t_cache[s] = (t, float(process.alpha(t)))
-        return t_cache[s]
 
     def f(s: float, y: torch.Tensor) -> torch.Tensor:
-        t, a = t_alpha(s)
         nfe[0] += 1
-        tb = torch.full((y.shape[0],), t, dtype=torch.float64, device=y.device)
-        return y - denoiser(a * y, tb, cond)
+        return ode(s, y)
 
-    y = x / t_alpha(s0)[1]
+    y = ode.y0
     s = s0
     h = abs(h_init) if h_init is not None else span / 20.0
     k = 3.0

@@ -17,7 +17,7 @@ from .._typing import Cond, Denoiser
 from ..utils import GeneratorLike, randn_like
 from ._common import Callback, denoise, eps_of, steps
 
-__all__ = ["sample_ddim", "sample_heun", "sample_dpmpp_2m", "sample_adaptive"]
+__all__ = ["sample_ddim", "sample_heun", "sample_dpmpp_2m", "sample_adaptive", "ScaledLogSigmaODE"]
 
 _ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 
@@ -146,6 +146,58 @@ def sample_dpmpp_2m(
     return x
 
 
+class ScaledLogSigmaODE:
+    """The PF-ODE of the adaptive samplers, on ``x~ = x / alpha`` with ``s = log sigma~`` as time:
+
+        dx~/ds = x~ - D(alpha x~, t(s))        (Karras et al. 2022, eq. 4, with sigma~ = e^s)
+
+    It needs only ``alpha``, ``sigma~`` and the inverse of the log-SNR (``t(s)``), never
+    ``d alpha / dt``, so a tabulated (spline) schedule adds no error of its own.
+
+    Built from a sampling grid ``ts``: where the path cannot start (``alpha(ts[0]) = 0`` or an
+    infinite ``alpha'``: flows, zero terminal SNR) one DDIM step to ``ts[1]`` is taken first. The
+    integration runs from ``s0 = log sigma~(t0)`` to ``s1 = log sigma~(t1)``; when the grid ends at 0,
+    ``t1 = t_min`` (``1e-3`` where the process has none) and ``finish`` is True: the caller ends with
+    a denoising step. ``y0 (B, *shape)`` is ``x~`` at ``s0``; calling the object gives the right-hand
+    side ``(s, y (B, *shape)) -> (B, *shape)``.
+    """
+
+    def __init__(self, denoiser: Denoiser, x: torch.Tensor, ts: torch.Tensor, cond: Cond = None) -> None:
+        process = denoiser.process
+        ts = torch.as_tensor(ts, dtype=torch.float64)
+        if float(process.alpha(ts[0])) <= 0 or not bool(torch.isfinite(process.d_alpha(ts[0]))):
+            x = sample_ddim(denoiser, x, ts[:2], cond=cond)
+            ts = ts[1:]
+        self.denoiser, self.cond, self.process = denoiser, cond, process
+        self.t0 = float(ts[0])
+        self.finish = float(ts[-1]) == 0.0
+        self.t1 = (process.t_min if process.t_min > 0 else 1e-3) if self.finish else float(ts[-1])
+        self.s0, self.s1 = (math.log(float(process.sigma_tilde(t))) for t in (self.t0, self.t1))
+        self._cache: dict[float, tuple[float, float]] = {}
+        self.y0 = x / self.alpha_at(self.s0)
+
+    def time_alpha(self, s: float) -> tuple[float, float]:
+        """``(t(s), alpha(t(s)))``; the ends map exactly to ``t0`` and ``t1``."""
+        if s not in self._cache:
+            t = (
+                self.t0
+                if s == self.s0
+                else self.t1
+                if s == self.s1
+                else float(self.process.t_from_log_snr(-2.0 * s))
+            )
+            self._cache[s] = (t, float(self.process.alpha(t)))
+        return self._cache[s]
+
+    def alpha_at(self, s: float) -> float:
+        return self.time_alpha(s)[1]
+
+    def __call__(self, s: float | torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        t, a = self.time_alpha(float(s))
+        tb = torch.full((y.shape[0],), t, dtype=torch.float64, device=y.device)
+        return y - self.denoiser(a * y, tb, self.cond)
+
+
 def sample_adaptive(
     denoiser: Denoiser,
     x: torch.Tensor,
@@ -158,46 +210,24 @@ def sample_adaptive(
     generator: GeneratorLike = None,
     callback: Callback = None,
 ) -> torch.Tensor:
-    """Error-controlled Runge-Kutta (torchdiffeq) on the PF-ODE in ``s = log sigma~``.
+    """Error-controlled Runge-Kutta (torchdiffeq) on the PF-ODE in ``s = log sigma~``
+    (:class:`ScaledLogSigmaODE`, shared with :func:`sample_adaptive_pid`; the form of the benchmark's float64
+    reference), so the error falls with the tolerance even on a tabulated schedule.
 
-    The ODE is the scaled one, ``dx~/ds = x~ - D(alpha x~, t(s))`` with ``x~ = x / alpha`` (Karras et
-    al. 2022, eq. 4 with ``sigma~`` as time), as in :func:`sample_adaptive_pid` and the benchmark's
-    float64 reference: only ``alpha``, ``sigma~`` and the inverse of the log-SNR are needed, never
-    ``d alpha / dt``, so a tabulated (spline) schedule adds no error of its own and the error falls
-    with the tolerance. Integrates from ``ts[0]`` to ``ts[-1]``; when ``ts[-1] = 0`` it integrates to
-    ``t_min`` (``1e-3`` where the process has none) and finishes with one denoising step. The
-    intermediate grid points are ignored. A grid starting where ``alpha = 0`` or ``alpha'`` is infinite
-    (flows, zero terminal SNR) first takes one DDIM step to ``ts[1]``. NFE is decided by the
-    controller (count it with :class:`hwaksan.samplers.CountingDenoiser`). ``rtol, atol`` apply to
-    ``x~`` (data units); the controller's error norm spans the batch, so a sample depends on its
-    batch-mates up to the tolerance.
+    Integrates from ``ts[0]`` to ``ts[-1]``; when ``ts[-1] = 0`` it integrates to ``t_min`` (``1e-3``
+    where the process has none) and finishes with one denoising step. The intermediate grid points
+    are ignored. A grid starting where ``alpha = 0`` or ``alpha'`` is infinite (flows, zero terminal
+    SNR) first takes one DDIM step to ``ts[1]``. NFE is decided by the controller (count it with
+    :class:`hwaksan.samplers.CountingDenoiser`). ``rtol, atol`` apply to ``x~`` (data units); the
+    controller's error norm spans the batch, so a sample depends on its batch-mates up to the
+    tolerance.
     """
-    process = denoiser.process
-    ts = torch.as_tensor(ts, dtype=torch.float64)
-    if float(process.alpha(ts[0])) <= 0 or not bool(torch.isfinite(process.d_alpha(ts[0]))):
-        x = sample_ddim(denoiser, x, ts[:2], cond=cond)
-        ts = ts[1:]
-    t0, t_end = float(ts[0]), float(ts[-1])
-    finish = t_end == 0.0
-    t1 = (process.t_min if process.t_min > 0 else 1e-3) if finish else t_end
-    s0, s1 = (math.log(float(process.sigma_tilde(t))) for t in (t0, t1))
-    a0, a1 = float(process.alpha(t0)), float(process.alpha(t1))
-
-    def time_of(s: float) -> float:
-        return t0 if s == s0 else t1 if s == s1 else float(process.t_from_log_snr(-2.0 * s))
-
-    def scaled_velocity(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        t = time_of(float(s))
-        tb = torch.full((y.shape[0],), t, dtype=torch.float64, device=y.device)
-        return y - denoiser(float(process.alpha(t)) * y, tb, cond)
-
-    grid = torch.tensor([s0, s1], dtype=x.dtype, device=x.device)
-    y = odeint(
-        scaled_velocity, x / a0, grid, rtol=rtol, atol=atol, method=method, options=_land_on(grid, method)
-    )
-    x = a1 * y[-1]
-    if finish:
-        x = sample_ddim(denoiser, x, torch.tensor([t1, 0.0], dtype=torch.float64), cond=cond)
+    ode = ScaledLogSigmaODE(denoiser, x, ts, cond)
+    grid = torch.tensor([ode.s0, ode.s1], dtype=x.dtype, device=x.device)
+    y = odeint(ode, ode.y0, grid, rtol=rtol, atol=atol, method=method, options=_land_on(grid, method))
+    x = ode.alpha_at(ode.s1) * y[-1]
+    if ode.finish:
+        x = sample_ddim(denoiser, x, torch.tensor([ode.t1, 0.0], dtype=torch.float64), cond=cond)
     if callback is not None:
-        callback({"i": 0, "t": t0, "x": x, "denoised": x})
+        callback({"i": 0, "t": ode.t0, "x": x, "denoised": x})
     return x
