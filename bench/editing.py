@@ -33,6 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 import hwaksan as hw  # noqa: E402
+from hwaksan.io.checkpoint import (  # noqa: E402
+    load_model,
+    resolve_checkpoint,  # noqa: E402
+    save_tensors,
+)
 from hwaksan.plotting import save_image_grid  # noqa: E402
 from hwaksan.tasks import (  # noqa: E402
     inpaint,
@@ -43,8 +48,6 @@ from hwaksan.tasks import (  # noqa: E402
     ssim,
     upscale,
 )
-from hwaksan.training.checkpoint import load_model, save_tensors  # noqa: E402
-from hwaksan.training.cli_train import resolve_checkpoint  # noqa: E402
 from hwaksan.utils import downsample, upsample  # noqa: E402
 
 IMG = ROOT / "docs" / "img"
@@ -161,7 +164,7 @@ def _resumed(out: Path, part: str, args) -> tuple[dict, dict]:
     path = out / f"{part}-images.safetensors"
     if not (getattr(args, "resume", False) and path.is_file()):
         return {}, {}
-    from hwaksan.training.checkpoint import load_tensors
+    from hwaksan.io.checkpoint import load_tensors
 
     tensors, meta = load_tensors(path)
     record = meta.get("record", {})
@@ -344,7 +347,7 @@ def _score_inpaint(record: dict, rows: dict, tensors: dict) -> None:
 
 def part_rescore(args) -> None:
     """Recompute the metrics of a finished inpainting part from its images (``--target inpaint-half``)."""
-    from hwaksan.training.checkpoint import load_tensors
+    from hwaksan.io.checkpoint import load_tensors
 
     tensors, meta = load_tensors(Path(args.out) / f"{args.target}-images.safetensors")
     n = min(args.n or len(tensors["originals"]), len(tensors["originals"]))
@@ -417,7 +420,7 @@ def part_superres(args) -> None:
 def _stored_samples(args, n: int, labels: torch.Tensor, checkpoint: str) -> torch.Tensor:
     """The first ``n`` samples of a ``hwaksan evaluate`` sample folder (shards of 250), after checking
     that they were made like this bench's: heun, ``args.steps`` Karras steps, seed ``i``, labels i % 10."""
-    from hwaksan.training.checkpoint import load_tensors
+    from hwaksan.io.checkpoint import load_tensors
 
     images, labs = [], []
     for path in sorted(Path(args.single_samples).glob("shard_*.safetensors")):

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from hwaksan.evaluation import frechet_distance, precision_recall, real_statistics
-from hwaksan.training.checkpoint import load_tensors
+from hwaksan.io.checkpoint import load_tensors
 
 
 def _spread(values: list[float]) -> dict:

@@ -23,9 +23,9 @@ import torch
 
 from hwaksan.data.toy import get_toy_dataset
 from hwaksan.evaluation.lowdim import sliced_wasserstein
+from hwaksan.io.checkpoint import load_model
 from hwaksan.parameterizations import noise_level
 from hwaksan.tasks.reflow import source_sample
-from hwaksan.training.checkpoint import load_model
 
 PROBLEMS = {"8gaussians-moons": ("8gaussians", "moons"), "noise-checkerboard": ("gaussian", "checkerboard")}
 STEMS = ("rf1", "otcfm", "rf2", "rf2-u_shaped", "rf2-u_shaped_tmax", "rf3-u_shaped_tmax", "distill")

@@ -38,10 +38,9 @@ from hwaksan.evaluation import (
     real_statistics,
 )
 from hwaksan.evaluation.features import load_split
+from hwaksan.io.checkpoint import latest_checkpoint, load_model
 from hwaksan.plotting import save_image_grid
 from hwaksan.tasks.reflow import push_forward, source_sample
-from hwaksan.training.checkpoint import load_model
-from hwaksan.training.trainer import latest_checkpoint
 
 EVAL_SEED = 2_000_000_000
 IMG = Path(__file__).resolve().parents[1] / "docs" / "img"

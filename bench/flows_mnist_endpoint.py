@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from flows_mnist import EVAL_SEED, fd_of  # noqa: E402
 
 from hwaksan.evaluation import real_statistics  # noqa: E402
+from hwaksan.io.checkpoint import load_model  # noqa: E402
 from hwaksan.tasks.reflow import source_sample  # noqa: E402
-from hwaksan.training.checkpoint import load_model  # noqa: E402
 
 
 def main(argv=None) -> int:

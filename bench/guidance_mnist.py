@@ -35,10 +35,9 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from hwaksan.guidance import ClassifierFreeGuidance, ClassifierGuidance
+from hwaksan.io.checkpoint import load_model, resolve_checkpoint
 from hwaksan.samplers import sample
-from hwaksan.training.checkpoint import load_model
 from hwaksan.training.classifier import classifier_log_prob, load_classifier
-from hwaksan.training.cli_train import resolve_checkpoint
 
 CFG_SCALES = (1.0, 1.5, 2.0, 3.0, 5.0)
 CLASSIFIER_SCALES = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 40.0)

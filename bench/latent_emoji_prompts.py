@@ -21,10 +21,13 @@ import torch  # noqa: E402
 
 from hwaksan.data.images import load_dataset  # noqa: E402
 from hwaksan.guidance import ClassifierFreeGuidance  # noqa: E402
+from hwaksan.io.checkpoint import (  # noqa: E402
+    load_model,
+    load_tensors,
+    resolve_checkpoint,  # noqa: E402
+)
 from hwaksan.samplers import sample  # noqa: E402
 from hwaksan.tasks.latent import LatentModel  # noqa: E402
-from hwaksan.training.checkpoint import load_model, load_tensors  # noqa: E402
-from hwaksan.training.cli_train import resolve_checkpoint  # noqa: E402
 from hwaksan.training.latent import latent_from_checkpoint  # noqa: E402
 from hwaksan.training.text import load_text_encoder, null_cond  # noqa: E402
 

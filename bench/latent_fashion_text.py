@@ -24,10 +24,9 @@ import torch
 from hwaksan.data.images import CAPTION_TEMPLATES, HELD_OUT_TEMPLATES, class_captions
 from hwaksan.evaluation import class_accuracy
 from hwaksan.guidance import ClassifierFreeGuidance
+from hwaksan.io.checkpoint import load_model, resolve_checkpoint
 from hwaksan.plotting import save_image_grid
 from hwaksan.samplers import sample
-from hwaksan.training.checkpoint import load_model
-from hwaksan.training.cli_train import resolve_checkpoint
 from hwaksan.training.text import load_text_encoder, null_cond
 
 

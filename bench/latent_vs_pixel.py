@@ -30,11 +30,10 @@ import torch
 from hwaksan.data.images import load_dataset
 from hwaksan.evaluation import frechet_distance, image_features
 from hwaksan.guidance import ClassifierFreeGuidance
+from hwaksan.io.checkpoint import load_model, load_tensors, resolve_checkpoint
 from hwaksan.plotting import save_image_grid
 from hwaksan.samplers import sample
 from hwaksan.tasks.latent import LatentModel
-from hwaksan.training.checkpoint import load_model, load_tensors
-from hwaksan.training.cli_train import resolve_checkpoint
 from hwaksan.training.latent import latent_from_checkpoint
 from hwaksan.training.text import load_text_encoder, null_cond
 

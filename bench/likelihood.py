@@ -25,8 +25,7 @@ import torch
 from hwaksan.data.images import load_dataset
 from hwaksan.evaluation.likelihood import image_nll
 from hwaksan.evaluation.vlb import vlb_bits_per_dim
-from hwaksan.training.checkpoint import load_model
-from hwaksan.training.cli_train import resolve_checkpoint
+from hwaksan.io.checkpoint import load_model, resolve_checkpoint
 from hwaksan.utils import generators_from_seeds
 
 SEEDS = (0, 1, 2)

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from hwaksan.cli import main
+from hwaksan.io.checkpoint import CheckpointError, load_model, save_model
 from hwaksan.models.mlp import MLP
 from hwaksan.parameterizations import ModelDenoiser
 from hwaksan.processes import DiscreteVP
-from hwaksan.training.checkpoint import CheckpointError, load_model, save_model
 
 
 def test_model_round_trip(tmp_path):

@@ -251,7 +251,7 @@ def test_reflow_preserves_the_marginal_and_straightens(mixture2d):
 
 def test_pair_shards_resume_to_the_uninterrupted_result(tmp_path, mixture2d):
     from hwaksan.commands.flows import simulate_pairs
-    from hwaksan.training.checkpoint import CheckpointError
+    from hwaksan.io.checkpoint import CheckpointError
     from hwaksan.training.pairs import PairShards
 
     oracle = GaussianMixtureDenoiser(mixture2d, LinearInterpolant())
@@ -376,7 +376,7 @@ def test_reflow_command_2d_end_to_end_and_resumes(tmp_path, capsys, monkeypatch)
 def test_reflow_command_images_end_to_end(tmp_path):
     from hwaksan.cli import main
     from hwaksan.data.images import load_dataset
-    from hwaksan.training.checkpoint import load_model
+    from hwaksan.io.checkpoint import load_model
     from hwaksan.training.config import load_config
     from hwaksan.training.trainer import Trainer
 

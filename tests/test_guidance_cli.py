@@ -10,8 +10,7 @@ import torch
 from hwaksan.cli import main
 from hwaksan.data.images import ImageDataset, load_dataset
 from hwaksan.guidance import ClassifierFreeGuidance, ClassifierGuidance
-from hwaksan.training.checkpoint import load_model
-from hwaksan.training.cli_train import resolve_checkpoint
+from hwaksan.io.checkpoint import load_model, resolve_checkpoint
 from hwaksan.training.config import load_config
 from hwaksan.training.trainer import Trainer
 

@@ -23,7 +23,9 @@ ALLOWED = {
     "models": set(),
     "data": {"utils", "distributions"},
     "tasks": {"samplers", "guidance", "parameterizations", "processes", "utils", "_typing"},
+    "io": {"models", "processes", "parameterizations", "utils", "_typing"},
     "training": {
+        "io",
         "losses",
         "models",
         "data",
@@ -35,6 +37,7 @@ ALLOWED = {
         "_typing",
     },
     "evaluation": {
+        "io",
         "samplers",
         "data",
         "models",

@@ -10,9 +10,9 @@ import torch
 
 from hwaksan.data.images import ImageDataset, load_dataset
 from hwaksan.evaluation.vlb import vlb_bits_per_dim
-from hwaksan.training.checkpoint import load_model
+from hwaksan.io.checkpoint import list_checkpoints, load_model
 from hwaksan.training.config import ConfigError, load_config
-from hwaksan.training.trainer import Trainer, list_checkpoints
+from hwaksan.training.trainer import Trainer
 
 DIGITS = Path(__file__).resolve().parents[1] / "configs" / "digits.toml"
 TINY = [

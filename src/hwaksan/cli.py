@@ -42,10 +42,10 @@ def _train_toy(args: argparse.Namespace, out: Path, progress: bool = True):
     """Train an MLP denoiser on a 2-D toy set; returns (model, dataset, losses, seconds)."""
     from .commands.flows import check_toy_source, toy_source
     from .data.toy import get_toy_dataset
+    from .io.checkpoint import save_model
     from .models.mlp import MLP
     from .parameterizations import ModelDenoiser
     from .plotting import plot_loss
-    from .training.checkpoint import save_model
     from .training.simple import fit
 
     check_toy_source(args)
@@ -183,8 +183,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from .training.checkpoint import CheckpointError, load_model, read_metadata
-    from .training.cli_train import resolve_checkpoint, run_sample
+    from .io.checkpoint import CheckpointError, load_model, read_metadata, resolve_checkpoint
+    from .training.cli_train import run_sample
 
     try:
         path = resolve_checkpoint(args.checkpoint)
@@ -238,8 +238,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def _load_for_planning(checkpoint: str):
     """``(denoiser, data_shape)`` from a 2-D or image checkpoint of ``hwaksan train``."""
-    from .training.checkpoint import load_model
-    from .training.cli_train import resolve_checkpoint
+    from .io.checkpoint import load_model, resolve_checkpoint
 
     path = resolve_checkpoint(checkpoint)
     model, meta = load_model(path)
@@ -266,7 +265,7 @@ def cmd_plan_steps(args: argparse.Namespace) -> int:
         denoiser = GaussianMixtureDenoiser(anisotropic_mixture(dim), make_process(args.process))
         shape, source = (dim,), f"oracle {args.oracle} / {args.process}"
     else:
-        from .training.checkpoint import CheckpointError
+        from .io.checkpoint import CheckpointError
 
         try:
             denoiser, shape = _load_for_planning(args.checkpoint)

@@ -25,6 +25,7 @@ __all__ = [
     "rand",
     "downsample",
     "upsample",
+    "mix_seed",
 ]
 
 
@@ -116,3 +117,22 @@ def upsample(x: torch.Tensor, size: int | Sequence[int]) -> torch.Tensor:
     image of a super-resolution model, and the bicubic baseline). Shapes: ``(B, C, h, w)`` ->
     ``(B, C, H, W)``."""
     return F.interpolate(x, size=_size2(size), mode="bicubic", align_corners=False).clamp(-1.0, 1.0)
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(z: int) -> int:
+    z = (z + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (SplitMix64 chained over the parts): distinct tuples give
+    unrelated seeds, so ``mix_seed(seed, stream, step, j)`` names one independent random stream."""
+    h = 0
+    for p in parts:
+        h = _splitmix64(h ^ (int(p) & _MASK64))
+    return h & ((1 << 63) - 1)

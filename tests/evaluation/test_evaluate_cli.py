@@ -14,8 +14,9 @@ from hwaksan.evaluation import classifier as classifier_module
 from hwaksan.evaluation import features as features_module
 from hwaksan.evaluation.generate import SampleSpec, generate_samples
 from hwaksan.evaluation.pipeline import load_checkpoint_model
+from hwaksan.io.checkpoint import latest_checkpoint
 from hwaksan.training.config import load_config
-from hwaksan.training.trainer import Trainer, latest_checkpoint
+from hwaksan.training.trainer import Trainer
 
 DIGITS = Path(__file__).resolve().parents[2] / "configs" / "digits.toml"
 TINY_UNET = [

@@ -16,8 +16,9 @@ import torch
 
 from hwaksan.data.images import load_dataset
 from hwaksan.data.text import TextEncoderUnavailable
+from hwaksan.io.checkpoint import latest_checkpoint
 from hwaksan.training.config import ConfigError, load_config
-from hwaksan.training.trainer import Trainer, latest_checkpoint
+from hwaksan.training.trainer import Trainer
 from hwaksan.training.vae import VAEConfig, train_vae
 
 DIGITS = Path(__file__).resolve().parents[2] / "configs" / "digits.toml"

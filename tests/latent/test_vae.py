@@ -120,7 +120,7 @@ def test_tiny_training_writes_a_loadable_checkpoint(tmp_path) -> None:
     assert abs(float(z.var(unbiased=False)) - 1) < 1e-4 and abs(float(z.mean())) < 1e-4
     # the saved EMA (with warm-up) follows the trained weights, not the initialisation; the raw
     # weights are saved too, and init= continues from them
-    from hwaksan.training.checkpoint import load_tensors
+    from hwaksan.io.checkpoint import load_tensors
 
     tensors, _ = load_tensors(tmp_path / "vae")
     torch.manual_seed(cfg.seed)

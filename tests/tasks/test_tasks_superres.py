@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import hwaksan as hw
+from hwaksan.io.checkpoint import load_model
 from hwaksan.models.unet import UNet, cond_field, unpack_cond
 from hwaksan.parameterizations import ModelDenoiser
 from hwaksan.tasks import Stage, cascade, psnr, ssim, superres_cond, upscale
-from hwaksan.training.checkpoint import load_model
 from hwaksan.training.config import ConfigError, load_config
 from hwaksan.training.superres import lowres_image
 from hwaksan.training.trainer import Trainer

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from hwaksan.data.images import load_dataset
+from hwaksan.io.checkpoint import CheckpointError, save_tensors
 from hwaksan.models.classifier import Classifier
 from hwaksan.processes import make_process
-from hwaksan.training.checkpoint import CheckpointError, save_tensors
 from hwaksan.training.classifier import (
     classifier_accuracy,
     classifier_inputs,

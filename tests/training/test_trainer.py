@@ -12,15 +12,10 @@ import pytest
 import torch
 
 from hwaksan.data.images import ImageDataset, load_dataset
+from hwaksan.io.checkpoint import latest_checkpoint, list_checkpoints
 from hwaksan.training.config import Config, ConfigError, load_config
-from hwaksan.training.trainer import (
-    ConfigMismatchError,
-    NonFiniteLossError,
-    Trainer,
-    latest_checkpoint,
-    list_checkpoints,
-    lr_factor,
-)
+from hwaksan.training.optim import NonFiniteLossError, lr_factor
+from hwaksan.training.trainer import ConfigMismatchError, Trainer
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.toml"))
 DIGITS = Path(__file__).resolve().parents[2] / "configs" / "digits.toml"
@@ -262,7 +257,7 @@ def _ddp_worker(rank: int, world: int, port: int, overrides: list[str], out: str
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path):
     import torch.multiprocessing as mp
 
-    from hwaksan.training.checkpoint import load_tensors
+    from hwaksan.io.checkpoint import load_tensors
 
     k = 4
     overrides = [f"train.steps={k}", "train.batch_size=32", "data.p_uncond=0.5"]

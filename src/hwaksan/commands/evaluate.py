@@ -160,7 +160,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ..evaluation.generate import SamplesExistError, SampleSpec
     from ..evaluation.pipeline import EvalConfig, MetricUnavailable, check_metrics, evaluate_checkpoint
     from ..evaluation.report import metric_rows, write_report
-    from ..training.checkpoint import CheckpointError
+    from ..io.checkpoint import CheckpointError
 
     def fail(msg: str) -> int:
         print(f"hwaksan evaluate: error: {msg}", file=sys.stderr)

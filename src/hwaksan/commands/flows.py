@@ -248,11 +248,11 @@ def _train_on_pairs_images(
 ):
     """Train an image flow on fixed pairs with the image Trainer (resumable); returns the model
     (EMA weights) and its checkpoint path."""
-    from ..training.checkpoint import load_model
+    from ..io.checkpoint import latest_checkpoint, load_model
     from ..training.config import Config, apply_overrides
     from ..training.ema import EMA
     from ..training.pairs import PairedImageDataset
-    from ..training.trainer import Trainer, latest_checkpoint
+    from ..training.trainer import Trainer
 
     cfg = copy.deepcopy(teacher_meta["config"])
     cfg["diffusion"] = {
@@ -337,8 +337,7 @@ def flow_report(
 
 
 def _load(checkpoint: str):
-    from ..training.checkpoint import load_model
-    from ..training.cli_train import resolve_checkpoint
+    from ..io.checkpoint import load_model, resolve_checkpoint
 
     path = resolve_checkpoint(checkpoint)
     model, meta = load_model(path)
@@ -378,7 +377,7 @@ def _print_report(tag: str, report: dict[str, Any]) -> None:
 
 def cmd_reflow(args: argparse.Namespace) -> int:
     """Run ``hwaksan reflow``; returns the exit status."""
-    from ..training.checkpoint import CheckpointError, load_model, save_model
+    from ..io.checkpoint import CheckpointError, load_model, save_model
     from ..training.config import ConfigError
 
     try:
@@ -552,7 +551,7 @@ def cmd_reflow(args: argparse.Namespace) -> int:
 
 def cmd_straightness(args: argparse.Namespace) -> int:
     """Run ``hwaksan straightness``; returns the exit status."""
-    from ..training.checkpoint import CheckpointError
+    from ..io.checkpoint import CheckpointError
 
     try:
         path, model, meta, is_toy, shape, num_classes = _load(args.checkpoint)

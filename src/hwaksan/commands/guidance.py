@@ -193,7 +193,7 @@ def guided_denoiser(model: Any, cond: Any, meta: dict[str, Any], args: argparse.
             + (f", interval sigma~ in {list(args.guidance_interval)}" if args.guidance_interval else "")
         )
     if args.classifier:
-        from ..training.checkpoint import CheckpointError
+        from ..io.checkpoint import CheckpointError
         from ..training.classifier import classifier_log_prob, load_classifier
 
         try:
@@ -240,7 +240,7 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
     from ..data.images import DatasetUnavailable, load_dataset
     from ..processes import make_process
     from ..training.classifier import classifier_accuracy, save_classifier, train_classifier
-    from ..training.simple import NonFiniteLossError
+    from ..training.optim import NonFiniteLossError
 
     if args.steps < 1 or args.batch_size < 1:
         print("hwaksan train-classifier: error: --steps and --batch-size must be >= 1", file=sys.stderr)

@@ -126,8 +126,7 @@ def _save_outputs(x: torch.Tensor, out: Path, compare: list[torch.Tensor]) -> tu
 
 
 def _load(checkpoint: str):
-    from ..training.checkpoint import load_model
-    from ..training.cli_train import resolve_checkpoint
+    from ..io.checkpoint import load_model, resolve_checkpoint
 
     path = resolve_checkpoint(checkpoint)
     model, meta = load_model(path)
@@ -202,9 +201,9 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
 
 def cmd_invert(args: argparse.Namespace) -> int:
+    from ..io.checkpoint import save_tensors
     from ..samplers import make_grid
     from ..tasks import invert_and_generate
-    from ..training.checkpoint import save_tensors
 
     model, meta, shape, k, path = _load(args.checkpoint)
     x = load_image(args.image, shape[0], shape[1:], args.resize)

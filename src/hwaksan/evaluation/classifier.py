@@ -26,8 +26,8 @@ from typing import Any, NamedTuple
 import torch
 
 from ..data.images import dataset_info, load_dataset
+from ..io.checkpoint import CheckpointError
 from ..models.classifier import Classifier
-from ..training.checkpoint import CheckpointError
 from ..training.classifier import load_classifier, save_classifier, train_classifier
 from .cache import cache_root, config_key, file_sha256, safe_name, write_json_atomic
 

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from ..data.images import dataset_info, load_dataset
-from ..training.checkpoint import CheckpointError, load_tensors, save_tensors
+from ..io.checkpoint import CheckpointError, load_tensors, save_tensors
 from .cache import cache_root, config_key, safe_name
 from .classifier import dataset_classifier
 from .effnet import FEATURE_DIM, RESOLUTION, effnet_features

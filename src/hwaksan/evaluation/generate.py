@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ..io.checkpoint import CheckpointError, load_tensors, read_metadata, save_tensors
 from ..samplers import sample
-from ..training.checkpoint import CheckpointError, load_tensors, read_metadata, save_tensors
 
 __all__ = ["SampleSpec", "SamplesExistError", "generate_samples", "GeneratedSamples"]
 
@@ -102,7 +102,7 @@ def generate_samples(
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> GeneratedSamples:
-    """Draw ``n`` images from ``model`` (a denoiser from :func:`hwaksan.training.checkpoint.load_model`)
+    """Draw ``n`` images from ``model`` (a denoiser from :func:`hwaksan.io.checkpoint.load_model`)
     into shards under ``folder`` (module docstring).
 
     Args:

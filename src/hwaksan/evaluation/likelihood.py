@@ -187,7 +187,7 @@ def image_nll(
 
     Args:
         model: a denoiser (e.g. a :class:`~hwaksan.parameterizations.ModelDenoiser` from
-            :func:`hwaksan.training.checkpoint.load_model`).
+            :func:`hwaksan.io.checkpoint.load_model`).
         images: ``(N, *shape)`` in [-1, 1] (8-bit ``k`` scaled by ``k / 127.5 - 1``).
         exact: exact divergence (``D`` backward passes per function evaluation); default when
             ``D <= 16``, else Hutchinson.

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from ..data.images import dataset_info
-from ..training.checkpoint import CheckpointError, load_model, load_tensors
+from ..io.checkpoint import CheckpointError, load_model, load_tensors
 from .classifier import class_entropy, classifier_logits, dataset_classifier
 from .features import cached_image_features, load_split, real_statistics, subset_indices
 from .frechet import SmallSampleWarning, frechet_distance, min_samples_fd
@@ -80,7 +80,7 @@ def load_checkpoint_model(
 ) -> tuple[torch.nn.Module, dict[str, Any], Path]:
     """``(denoiser, metadata, checkpoint path)`` as ``hwaksan sample`` loads it: EMA ``ema`` of the
     checkpoint (or the raw weights without ``use_ema``); with ``lowdim``, 2-D models too."""
-    from ..training.cli_train import resolve_checkpoint
+    from ..io.checkpoint import resolve_checkpoint
 
     path = resolve_checkpoint(checkpoint)
     model, meta = load_model(path, use_ema=use_ema)

@@ -11,7 +11,7 @@ Determinism: step ``k`` draws its batch, noise, times and augmentation from gene
 ``(seed, k)`` only, so the same seed gives the same weights on the same machine.
 
 Checkpoints are safetensors + JSON (``kind = "hwaksan-classifier"``), written atomically by
-:func:`hwaksan.training.checkpoint.save_tensors`.
+:func:`hwaksan.io.checkpoint.save_tensors`.
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data.images import ImageDataset
+from ..io.checkpoint import CheckpointError, load_tensors, save_tensors
 from ..losses import T_DISTRIBUTIONS, sample_t
 from ..models.classifier import Classifier
 from ..parameterizations import input_scale, noise_level
 from ..processes import Process, process_from_config
 from ..utils import append_dims
-from .checkpoint import CheckpointError, load_tensors, save_tensors
-from .simple import NonFiniteLossError
+from .optim import NonFiniteLossError
 
 __all__ = [
     "ClassifierResult",

@@ -24,7 +24,6 @@ __all__ = [
     "run_train",
     "add_sample_arguments",
     "run_sample",
-    "resolve_checkpoint",
     "grid_argument",
 ]
 
@@ -68,10 +67,10 @@ def add_train_arguments(parser: argparse.ArgumentParser, toy: bool = False) -> a
 def run_train(args: argparse.Namespace) -> int:
     """Run ``hwaksan train``; returns the exit status."""
     from ..data.images import DatasetUnavailable
-    from .checkpoint import CheckpointError
+    from ..io.checkpoint import CheckpointError
     from .config import ConfigError, load_config
     from .distributed import cleanup
-    from .simple import NonFiniteLossError
+    from .optim import NonFiniteLossError
     from .trainer import Trainer
 
     trainer = None
@@ -210,31 +209,11 @@ def grid_argument(value: str) -> str | torch.Tensor:
     return torch.tensor(ts, dtype=torch.float64)
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint path from a checkpoint file name or a run folder (its newest checkpoint)."""
-    from .checkpoint import CheckpointError
-    from .trainer import latest_checkpoint
-
-    p = Path(path)
-    if p.is_dir() and (p / "model.json").exists():  # a 2-D run of hwaksan train (runs/NAME/model)
-        return p / "model"
-    if p.is_dir():
-        found = latest_checkpoint(p) or (latest_checkpoint(p.parent) if p.name == "checkpoints" else None)
-        if found is None:
-            raise CheckpointError(f"no checkpoint under {p} (expected {p}/checkpoints/step_*.json)")
-        return found
-    if p.suffix in (".json", ".safetensors"):
-        p = p.with_suffix("")
-    if not p.with_name(p.name + ".json").exists():
-        raise CheckpointError(f"no checkpoint at {path} (expected {p}.json and {p}.safetensors)")
-    return p
-
-
 def run_sample(args: argparse.Namespace) -> int:
     """Run ``hwaksan sample``; returns the exit status."""
+    from ..io.checkpoint import CheckpointError, load_model, load_tensors, resolve_checkpoint
     from ..plotting import save_image_grid
     from ..samplers import sample
-    from .checkpoint import CheckpointError, load_model, load_tensors
 
     try:
         path = resolve_checkpoint(args.checkpoint)

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..data.images import ImageDataset
+from ..io.checkpoint import CheckpointError, load_tensors, save_tensors
 from ..models.vae import AutoencoderKL
-from .checkpoint import CheckpointError, load_tensors, save_tensors
 from .config import ConfigError
 from .vae import encode_dataset, load_vae, resolve_vae, vae_from_tensors
 

@@ -3,7 +3,7 @@ simulated pairs, and the data sources that hand them to the trainers.
 
 **Shards.** :class:`PairShards` keeps ``n`` pairs as ``folder/shard_NNNNN.{safetensors,json}``,
 each holding ``shard_size`` consecutive pairs (``sample`` = x0, ``noise`` = x1, optionally
-``labels``), written atomically by :func:`~hwaksan.training.checkpoint.save_tensors` (the JSON last,
+``labels``), written atomically by :func:`~hwaksan.io.checkpoint.save_tensors` (the JSON last,
 so a shard with a JSON is complete). :meth:`PairShards.fill` computes only the shards that are
 missing: an interrupted run continues where it stopped, and because pair ``i`` depends only on
 its seed, the result is the same as an uninterrupted run. Every shard records a ``spec`` (what
@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.images import ImageDataset
-from .checkpoint import CheckpointError, load_tensors, read_metadata, save_tensors
+from ..io.checkpoint import CheckpointError, load_tensors, read_metadata, save_tensors
 
 __all__ = ["PairShards", "PairedImageDataset", "pair_sampler"]
 

@@ -13,12 +13,9 @@ from ..losses import denoising_loss
 from ..parameterizations import ModelDenoiser
 from ..processes import make_coupling
 from .ema import EMA
+from .optim import NonFiniteLossError
 
 __all__ = ["FitResult", "fit", "NonFiniteLossError"]
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or infinite loss."""
 
 
 @dataclass

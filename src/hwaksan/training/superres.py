@@ -78,7 +78,7 @@ def superres_cond(trainer: Trainer, step: int, x0: torch.Tensor, labels: torch.T
     Shapes: ``x0 (B, C, H, W)``, ``labels (B,)`` or None -> ``image (B, C, H, W)``, ``aug_level (B,)``
     float64 (only when ``aug_max > 0``).
     """
-    from .trainer import mix_seed
+    from ..utils import mix_seed
 
     cfg = trainer.config
     u = lowres_image(x0, cfg.data.lowres)

@@ -167,7 +167,7 @@ def caption_embeddings(
     The key hashes the captions, the encoder's name, ``max_length`` and the weight file's size and
     modification time, so a changed caption list or encoder never reads stale vectors.
     """
-    from .checkpoint import load_tensors, save_tensors
+    from ..io.checkpoint import load_tensors, save_tensors
 
     captions = list(captions)
     weights = minilm_dir() / "model.safetensors"
@@ -276,7 +276,7 @@ class TextConditioning:
         Caption ``j`` of the global batch picks its template and its dropout (probability
         ``data.p_uncond``) from generators seeded by ``(train.seed, stream, step)``.
         """
-        from .trainer import mix_seed
+        from ..utils import mix_seed
 
         seed, total = self.config.train.seed, self.config.train.batch_size
         gen = torch.Generator().manual_seed(mix_seed(seed, _TEMPLATE_STREAM, step))

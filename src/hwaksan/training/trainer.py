@@ -22,8 +22,8 @@ same samples and noise as one process (see :mod:`hwaksan.training.distributed`).
 **Checkpoints** hold the network, every EMA, AdamW's state (its tensors flattened into the
 safetensors file, its hyper-parameters in the JSON), the LR scheduler, the global RNG state, the
 per-step loss history and the step. They are written atomically by
-:func:`hwaksan.training.checkpoint.save_tensors` and are also model checkpoints for
-:func:`hwaksan.training.checkpoint.load_model` (first EMA under ``ema.``), so ``hwaksan sample``
+:func:`hwaksan.io.checkpoint.save_tensors` and are also model checkpoints for
+:func:`hwaksan.io.checkpoint.load_model` (first EMA under ``ema.``), so ``hwaksan sample``
 reads them directly.
 """
 
@@ -45,12 +45,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data.images import ImageDataset, load_dataset
+from ..io.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_tensors, save_tensors
 from ..losses import denoising_loss
 from ..models.presets import ARCHITECTURES, PRESETS, build_model
 from ..parameterizations import ModelDenoiser
 from ..processes import make_coupling, make_process
 from ..samplers import sample
-from .checkpoint import CheckpointError, load_tensors, save_tensors
+from ..utils import mix_seed
 from .config import NON_BINDING_KEYS, Config, ConfigError, config_diff
 from .distributed import (
     DistInfo,
@@ -62,79 +63,22 @@ from .distributed import (
 )
 from .ema import EMA
 from .hybrid import load_sampler, make_importance_sampler, record_vlb_terms, sampler_tensors, vlb_objective
-from .simple import NonFiniteLossError
+from .optim import NonFiniteLossError, lr_factor
 
 __all__ = [
     "Trainer",
     "TrainResult",
     "ConfigMismatchError",
-    "NonFiniteLossError",
-    "latest_checkpoint",
-    "list_checkpoints",
-    "lr_factor",
-    "mix_seed",
     "native_bf16",
 ]
-
-_CKPT_RE = re.compile(r"^step_(\d+)\.json$")
-_MASK64 = (1 << 64) - 1
 
 
 class ConfigMismatchError(CheckpointError):
     """A checkpoint was written with a config that differs from the one resuming it."""
 
 
-def _splitmix64(z: int) -> int:
-    z = (z + 0x9E3779B97F4A7C15) & _MASK64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return z ^ (z >> 31)
-
-
-def mix_seed(*parts: int) -> int:
-    """A 63-bit seed from integers (SplitMix64 chained over the parts): distinct tuples give
-    unrelated seeds, so ``mix_seed(seed, stream, step, j)`` names one independent random stream."""
-    h = 0
-    for p in parts:
-        h = _splitmix64(h ^ (int(p) & _MASK64))
-    return h & ((1 << 63) - 1)
-
-
 # random streams (the second part of every mix_seed)
 _DATA_ORDER, _NOISE, _LABEL_DROP, _GLOBAL = 1, 2, 3, 4
-
-
-def lr_factor(step: int, total: int, warmup: int, cosine: bool = True, min_ratio: float = 0.0) -> float:
-    """Learning rate over its peak for optimiser step ``step`` (0-based).
-
-    Linear warm-up ``(step + 1) / warmup`` for ``step < warmup``; then, with ``cosine``, the half
-    cosine ``min_ratio + (1 - min_ratio) (1 + cos(pi p)) / 2`` with ``p`` going from 0 to 1 over the
-    remaining steps (Loshchilov & Hutter 2017, without restarts); else 1.
-    """
-    if step < warmup:
-        return (step + 1) / warmup
-    if not cosine:
-        return 1.0
-    p = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * p))
-
-
-def list_checkpoints(out_dir: str | Path) -> list[tuple[int, Path]]:
-    """``(step, path)`` of the complete checkpoints under ``out_dir/checkpoints``, by step."""
-    folder = Path(out_dir) / "checkpoints"
-    found = []
-    if folder.is_dir():
-        for js in folder.iterdir():
-            m = _CKPT_RE.match(js.name)
-            if m and js.with_suffix(".safetensors").exists():
-                found.append((int(m.group(1)), js.with_suffix("")))
-    return sorted(found)
-
-
-def latest_checkpoint(out_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint under ``out_dir/checkpoints`` (None when there is none)."""
-    found = list_checkpoints(out_dir)
-    return found[-1][1] if found else None
 
 
 @dataclass

@@ -48,10 +48,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.images import ImageDataset, load_dataset
+from ..io.checkpoint import CheckpointError, load_tensors, save_tensors
 from ..models.vae import AutoencoderKL
-from .checkpoint import CheckpointError, load_tensors, save_tensors
+from ..utils import mix_seed
 from .ema import EMA
-from .trainer import lr_factor, mix_seed
+from .optim import lr_factor
 
 __all__ = [
     "VAEConfig",

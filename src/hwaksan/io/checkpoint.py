@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,9 @@ __all__ = [
     "load_model",
     "read_metadata",
     "NETWORKS",
+    "list_checkpoints",
+    "latest_checkpoint",
+    "resolve_checkpoint",
 ]
 
 FORMAT_VERSION = 1
@@ -150,3 +154,43 @@ def load_model(path: str | os.PathLike, *, use_ema: bool = True) -> tuple[ModelD
         raise CheckpointError(f"weights do not fit the network: missing {missing}, unexpected {unexpected}")
     model = ModelDenoiser(net, process, dcfg["prediction"], dcfg.get("sigma_data", 1.0))
     return model.eval(), meta
+
+
+_CKPT_RE = re.compile(r"^step_(\d+)\.json$")
+
+
+def list_checkpoints(out_dir: str | Path) -> list[tuple[int, Path]]:
+    """``(step, path)`` of the complete checkpoints under ``out_dir/checkpoints``, by step."""
+    folder = Path(out_dir) / "checkpoints"
+    found = []
+    if folder.is_dir():
+        for js in folder.iterdir():
+            m = _CKPT_RE.match(js.name)
+            if m and js.with_suffix(".safetensors").exists():
+                found.append((int(m.group(1)), js.with_suffix("")))
+    return sorted(found)
+
+
+def latest_checkpoint(out_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint under ``out_dir/checkpoints`` (None when there is none)."""
+    found = list_checkpoints(out_dir)
+    return found[-1][1] if found else None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint path from a checkpoint file name or a run folder (its newest checkpoint)."""
+    from ..io.checkpoint import CheckpointError
+
+    p = Path(path)
+    if p.is_dir() and (p / "model.json").exists():  # a 2-D run of hwaksan train (runs/NAME/model)
+        return p / "model"
+    if p.is_dir():
+        found = latest_checkpoint(p) or (latest_checkpoint(p.parent) if p.name == "checkpoints" else None)
+        if found is None:
+            raise CheckpointError(f"no checkpoint under {p} (expected {p}/checkpoints/step_*.json)")
+        return found
+    if p.suffix in (".json", ".safetensors"):
+        p = p.with_suffix("")
+    if not p.with_name(p.name + ".json").exists():
+        raise CheckpointError(f"no checkpoint at {path} (expected {p}.json and {p}.safetensors)")
+    return p
