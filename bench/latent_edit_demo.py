@@ -15,6 +15,7 @@ import sys
 
 import torch
 
+from hwaksan.conditioning.text import load_text_encoder, null_cond
 from hwaksan.data.images import load_dataset
 from hwaksan.guidance import ClassifierFreeGuidance
 from hwaksan.io.checkpoint import load_model, load_tensors, resolve_checkpoint
@@ -23,7 +24,6 @@ from hwaksan.tasks.edit import sdedit
 from hwaksan.tasks.inpaint import inpaint
 from hwaksan.tasks.latent import LatentModel
 from hwaksan.training.latent import latent_from_checkpoint
-from hwaksan.training.text import load_text_encoder, null_cond
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from hwaksan.conditioning.text import load_text_encoder, null_cond  # noqa: E402
 from hwaksan.data.images import load_dataset  # noqa: E402
 from hwaksan.guidance import ClassifierFreeGuidance  # noqa: E402
 from hwaksan.io.checkpoint import (  # noqa: E402
@@ -29,7 +30,6 @@ from hwaksan.io.checkpoint import (  # noqa: E402
 from hwaksan.samplers import sample  # noqa: E402
 from hwaksan.tasks.latent import LatentModel  # noqa: E402
 from hwaksan.training.latent import latent_from_checkpoint  # noqa: E402
-from hwaksan.training.text import load_text_encoder, null_cond  # noqa: E402
 
 PROMPTS = [
     "red apple",

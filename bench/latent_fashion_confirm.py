@@ -14,13 +14,13 @@ import torch
 sys.path.insert(0, "bench")
 from latent_fashion_text import generate  # noqa: E402
 
+from hwaksan.conditioning.text import load_text_encoder  # noqa: E402
 from hwaksan.data.images import class_captions  # noqa: E402
 from hwaksan.evaluation import class_accuracy  # noqa: E402
 from hwaksan.io.checkpoint import (
     load_model,  # noqa: E402
     resolve_checkpoint,  # noqa: E402
 )
-from hwaksan.training.text import load_text_encoder  # noqa: E402
 
 torch.set_num_threads(1)
 path = resolve_checkpoint("runs/latent/fashion-text")

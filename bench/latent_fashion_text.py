@@ -21,13 +21,13 @@ from pathlib import Path
 
 import torch
 
+from hwaksan.conditioning.text import load_text_encoder, null_cond
 from hwaksan.data.images import CAPTION_TEMPLATES, HELD_OUT_TEMPLATES, class_captions
 from hwaksan.evaluation import class_accuracy
 from hwaksan.guidance import ClassifierFreeGuidance
 from hwaksan.io.checkpoint import load_model, resolve_checkpoint
 from hwaksan.plotting import save_image_grid
 from hwaksan.samplers import sample
-from hwaksan.training.text import load_text_encoder, null_cond
 
 
 @torch.no_grad()

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from hwaksan.conditioning.text import load_text_encoder, null_cond
 from hwaksan.data.images import load_dataset
 from hwaksan.evaluation import frechet_distance, image_features
 from hwaksan.guidance import ClassifierFreeGuidance
@@ -35,7 +36,6 @@ from hwaksan.plotting import save_image_grid
 from hwaksan.samplers import sample
 from hwaksan.tasks.latent import LatentModel
 from hwaksan.training.latent import latent_from_checkpoint
-from hwaksan.training.text import load_text_encoder, null_cond
 
 
 def load_run(run: str):

@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from hwaksan.conditioning.text import null_cond
 from hwaksan.models.dit import DiT
 from hwaksan.models.unet import UNet
-from hwaksan.training.text import null_cond
 
 DIM = 12
 

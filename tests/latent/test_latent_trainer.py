@@ -26,7 +26,7 @@ DIGITS = Path(__file__).resolve().parents[2] / "configs" / "digits.toml"
 
 @pytest.fixture(scope="module")
 def encoder():
-    from hwaksan.training.text import load_text_encoder
+    from hwaksan.conditioning.text import load_text_encoder
 
     try:
         return load_text_encoder(32)

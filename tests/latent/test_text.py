@@ -25,7 +25,7 @@ REFERENCE = Path(__file__).with_name("data") / "minilm_reference.json"
 
 @pytest.fixture(scope="module")
 def encoder():
-    from hwaksan.training.text import load_text_encoder
+    from hwaksan.conditioning.text import load_text_encoder
 
     try:
         return load_text_encoder(128)

@@ -8,8 +8,9 @@ import math
 import pytest
 import torch
 
+from hwaksan.io.vae import load_vae
 from hwaksan.models.vae import AutoencoderKL, DiagonalGaussian, kl_standard_normal
-from hwaksan.training.vae import VAEConfig, latent_normalisation, load_vae, psnr, train_vae, vae_loss
+from hwaksan.training.vae import VAEConfig, latent_normalisation, psnr, train_vae, vae_loss
 
 
 def _perturbed(vae: AutoencoderKL, seed: int = 0) -> AutoencoderKL:

@@ -135,8 +135,8 @@ def text_condition(model: Any, cond: Any, meta: dict[str, Any], args: argparse.N
     Raises:
         ValueError: no prompt, or options that do not fit (the message names the fix).
     """
+    from ..conditioning.text import load_text_encoder, null_cond
     from ..guidance import ClassifierFreeGuidance
-    from ..training.text import load_text_encoder, null_cond
 
     info = meta["text"]
     device = next(model.parameters()).device
@@ -219,7 +219,7 @@ def _perceptual_features():
 
 def run_encode_text(args: argparse.Namespace) -> int:
     """Run ``hwaksan encode-text``; returns the exit status."""
-    from ..training.text import TextEncoderUnavailable, load_text_encoder
+    from ..conditioning.text import TextEncoderUnavailable, load_text_encoder
 
     try:
         encoder = load_text_encoder(max_length=args.max_length)

@@ -23,9 +23,10 @@ import torch
 
 from ..data.images import ImageDataset
 from ..io.checkpoint import CheckpointError, load_tensors, save_tensors
+from ..io.vae import load_vae, resolve_vae, vae_from_tensors
 from ..models.vae import AutoencoderKL
 from .config import ConfigError
-from .vae import encode_dataset, load_vae, resolve_vae, vae_from_tensors
+from .vae import encode_dataset
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import Config

@@ -1,0 +1,1 @@
+"""Conditions for networks that are not class labels: text embeddings."""
