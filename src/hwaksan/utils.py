@@ -26,6 +26,8 @@ __all__ = [
     "downsample",
     "upsample",
     "mix_seed",
+    "splitmix64",
+    "wrap_int64",
 ]
 
 
@@ -120,19 +122,50 @@ def upsample(x: torch.Tensor, size: int | Sequence[int]) -> torch.Tensor:
 
 
 _MASK64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15  # 2^64 / golden ratio, SplitMix64's increment
+_MIX1, _MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
 
 
-def _splitmix64(z: int) -> int:
-    z = (z + 0x9E3779B97F4A7C15) & _MASK64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+def wrap_int64(v: int) -> int:
+    """The int64 value (two's complement) with the bits of ``v mod 2^64``: a python int that an
+    int64 tensor accepts, e.g. a 64-bit hash constant."""
+    v &= _MASK64
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def _shr(v: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical right shift of an int64 tensor (torch's ``>>`` is arithmetic)."""
+    return (v >> k) & ((1 << (64 - k)) - 1)
+
+
+def splitmix64(z: int | torch.Tensor) -> int | torch.Tensor:
+    """One SplitMix64 step (Steele, Lea & Flood 2014, "Fast splittable pseudorandom number
+    generators"; Vigna's reference code): ``z += 0x9E3779B97F4A7C15``, then the finaliser
+    ``z = (z ^ z >> 30) * 0xBF58476D1CE4E5B9``, ``z = (z ^ z >> 27) * 0x94D049BB133111EB``,
+    ``z ^ z >> 31``, all modulo 2^64 with logical shifts.
+
+    An ``int`` gives an int in ``[0, 2^64)`` (any int is read modulo 2^64). An int64 tensor (any
+    shape) is hashed element-wise with wrapping arithmetic and returns int64 holding the same 64
+    bits in two's complement, so ``splitmix64(t) & (2^64 - 1) == splitmix64(int(t))`` element by
+    element (the counter-based noise of :class:`hwaksan.samplers.BrownianTree`).
+    """
+    if isinstance(z, torch.Tensor):
+        if z.dtype != torch.int64:
+            raise ValueError(f"splitmix64 hashes int64 tensors, got {z.dtype}: convert with .long()")
+        z = z + wrap_int64(_GOLDEN)
+        z = (z ^ _shr(z, 30)) * wrap_int64(_MIX1)
+        z = (z ^ _shr(z, 27)) * wrap_int64(_MIX2)
+        return z ^ _shr(z, 31)
+    z = (int(z) + _GOLDEN) & _MASK64
+    z = ((z ^ (z >> 30)) * _MIX1) & _MASK64
+    z = ((z ^ (z >> 27)) * _MIX2) & _MASK64
     return z ^ (z >> 31)
 
 
 def mix_seed(*parts: int) -> int:
-    """A 63-bit seed from integers (SplitMix64 chained over the parts): distinct tuples give
+    """A 63-bit seed from integers (:func:`splitmix64` chained over the parts): distinct tuples give
     unrelated seeds, so ``mix_seed(seed, stream, step, j)`` names one independent random stream."""
     h = 0
     for p in parts:
-        h = _splitmix64(h ^ (int(p) & _MASK64))
+        h = splitmix64(h ^ (int(p) & _MASK64))
     return h & ((1 << 63) - 1)

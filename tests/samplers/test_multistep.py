@@ -1,4 +1,4 @@
-"""Tests for the issue-3 samplers (hwaksan.samplers.multistep) and the grid planner.
+"""Tests for the multistep samplers (hwaksan.samplers.multistep) and the grid planner.
 
 - Convergence order: on a 2-D two-component mixture (EDM, sigma~ from 80 to 0.05, log-SNR-uniform
   grids) against a float64 dopri5 reference (rtol = atol = 1e-12) of the same PF-ODE, the log-log

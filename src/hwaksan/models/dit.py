@@ -1,4 +1,4 @@
-"""Diffusion Transformers: DiT and its mixture-of-experts variant (SPEC section 7).
+"""Diffusion Transformers: DiT and its mixture-of-experts variant.
 
 :class:`DiT` follows Peebles & Xie 2023 ("Scalable Diffusion Models with Transformers", sec. 3.2):
 the image is cut into ``p x p`` patches, each linearly embedded and given a fixed 2-D sine-cosine
@@ -41,8 +41,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .conditioning import NetworkCondition, labels_or_null
 from .embeddings import NoiseLevelEmbedding
-from .unet import MultiHeadAttention, cond_field, pad_to_multiple, unpack_cond, unpad
+from .unet import MultiHeadAttention, pad_to_multiple, unpad
 
 __all__ = ["DiT", "DiTBlock", "MoEDiT", "MoEFeedForward", "sincos_pos_embed_2d"]
 
@@ -362,9 +363,7 @@ class DiT(nn.Module):
         """Conditioning vector ``c`` = noise-level + class embedding: ``(B,)`` -> ``(B, D)``."""
         c = self.noise_embed(noise_level)
         if self.class_embed is not None:
-            if labels is None:
-                labels = torch.full(c.shape[:1], self.num_classes, dtype=torch.long, device=c.device)
-            c = c + self.class_embed(labels.long())
+            c = c + self.class_embed(labels_or_null(labels, c.shape[0], self.num_classes, c.device))
         return c
 
     def forward(self, x: torch.Tensor, noise_level: torch.Tensor, cond: Any = None) -> torch.Tensor:
@@ -374,30 +373,23 @@ class DiT(nn.Module):
             x: noisy images ``(B, C, H, W)``.
             noise_level: ``(B,)`` scaled noise level (e.g. ``c_noise``), not a step index.
             cond: ``None``, labels ``(B,)`` or a dict / dataclass, see
-                :func:`hwaksan.models.unet.unpack_cond`.
+                :class:`hwaksan.models.conditioning.NetworkCondition` (a DiT reads no ``aug_level``).
 
         Returns:
             ``(B, C_out, H, W)``.
         """
-        labels, context, mask, image = unpack_cond(cond)
+        parsed = NetworkCondition.parse(
+            cond, network=type(self).__name__, in_extra_channels=self.in_extra_channels
+        )
         if noise_level.ndim == 0:
             noise_level = noise_level.expand(x.shape[0])
-        c = self.embed(noise_level, labels)
-        if self.pooled_proj is not None:  # a missing pooled vector counts as zeros (the null caption)
-            pooled = cond_field(cond, "pooled")
-            if pooled is None:
-                pooled = c.new_zeros(c.shape[0], self.pooled_proj.in_features)
-            elif mask is not None:  # a caption with no real token (the null caption) has no pooled vector
-                pooled = pooled * mask.to(torch.bool).any(-1, keepdim=True)
-            c = c + self.pooled_proj(pooled.to(c.dtype))
+        c = self.embed(noise_level, parsed.labels)
+        if self.pooled_proj is not None:
+            c = c + self.pooled_proj(parsed.pooled_vector(c, self.pooled_proj.in_features))
         c = F.silu(c)  # the SiLU before every adaLN Linear
         if self.in_extra_channels:
-            if image is None:
-                raise ValueError(
-                    f"this DiT has in_extra_channels={self.in_extra_channels}: "
-                    "pass cond={'image': (B, Ce, H, W), ...}"
-                )
-            x = torch.cat([x, image.to(x.dtype)], dim=1)
+            x = torch.cat([x, parsed.image.to(x.dtype)], dim=1)
+        context, mask = parsed.context, parsed.context_mask
         if context is not None:
             context = context.to(x.dtype)
 

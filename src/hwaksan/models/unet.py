@@ -1,4 +1,4 @@
-"""A U-Net denoiser for images (SPEC section 7).
+"""A U-Net denoiser for images.
 
 The architecture follows the "ablated diffusion model" of Dhariwal & Nichol 2021 (ADM, sec. 3 and
 App. A), itself a refinement of the DDPM U-Net (Ho et al. 2020, App. B): residual blocks with
@@ -22,23 +22,31 @@ input needs no padding (28 = 4 * 7); with four levels it is padded to 32x32.
 **Conditioning.** ``cond`` is ``None``, a ``(B,)`` long tensor of class labels (index
 ``num_classes`` is the null class of classifier-free guidance, also used when no label is given),
 or a dict / dataclass with any of the fields ``labels``, ``context`` ``(B, L, Dc)``,
-``context_mask`` ``(B, L)`` bool (True = real token) and ``image`` ``(B, Ce, H, W)``; see
-:func:`unpack_cond`. A U-Net built with ``aug_conditioning=True`` also reads ``aug_level`` ``(B,)``,
-the noise-conditioning augmentation level of a super-resolution model (Ho et al. 2022, cascades),
-embedded like the noise level and added to the embedding (:func:`cond_field`).
+``context_mask`` ``(B, L)`` bool (True = real token), ``image`` ``(B, Ce, H, W)`` and ``pooled``
+``(B, Dp)``, read by :class:`hwaksan.models.conditioning.NetworkCondition` (shared with the DiT). A
+U-Net built with ``aug_conditioning=True`` also reads ``aug_level`` ``(B,)``, the noise-conditioning
+augmentation level of a super-resolution model (Ho et al. 2022, cascades), embedded like the noise
+level and added to the embedding.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .conditioning import (
+    CondParts,
+    NetworkCondition,
+    check_aug_level,
+    cond_field,
+    labels_or_null,
+    unpack_cond,
+)
 from .embeddings import NoiseLevelEmbedding
 
 __all__ = [
@@ -50,58 +58,6 @@ __all__ = [
     "unpad",
     "unpack_cond",
 ]
-
-_COND_FIELDS = ("labels", "context", "context_mask", "image")
-#: Optional fields that only some networks read (with :func:`cond_field`); accepted everywhere.
-_EXTRA_COND_FIELDS = ("aug_level", "pooled")
-
-
-class CondParts(NamedTuple):
-    """The parts a network may read from ``cond`` (each ``None`` when absent)."""
-
-    labels: torch.Tensor | None
-    context: torch.Tensor | None
-    context_mask: torch.Tensor | None
-    image: torch.Tensor | None
-
-
-def unpack_cond(cond: Any) -> CondParts:
-    """Split a network's ``cond`` argument into its parts.
-
-    Args:
-        cond: ``None``; a tensor of class labels ``(B,)``; a mapping whose keys are among
-            ``labels``, ``context``, ``context_mask``, ``image``; or any object (e.g. a dataclass)
-            with some of these attributes.
-
-    Returns:
-        A :class:`CondParts` tuple.
-
-    Raises:
-        ValueError: for a mapping with an unknown key.
-    """
-    if cond is None:
-        return CondParts(None, None, None, None)
-    if isinstance(cond, torch.Tensor):
-        return CondParts(cond, None, None, None)
-    if isinstance(cond, Mapping):
-        unknown = sorted(set(cond) - set(_COND_FIELDS) - set(_EXTRA_COND_FIELDS))
-        if unknown:
-            allowed = [*_COND_FIELDS, *_EXTRA_COND_FIELDS]
-            raise ValueError(f"unknown cond keys {unknown}: allowed keys are {allowed}")
-        return CondParts(*(cond.get(k) for k in _COND_FIELDS))
-    if dataclasses.is_dataclass(cond) or any(hasattr(cond, k) for k in _COND_FIELDS):
-        return CondParts(*(getattr(cond, k, None) for k in _COND_FIELDS))
-    raise TypeError(f"cannot read a condition from {type(cond).__name__}")
-
-
-def cond_field(cond: Any, name: str) -> Any:
-    """One optional field of ``cond`` (e.g. ``"aug_level"``): ``cond[name]`` for a mapping, the
-    attribute for an object, ``None`` when absent or when ``cond`` is ``None`` or a label tensor."""
-    if cond is None or isinstance(cond, torch.Tensor):
-        return None
-    if isinstance(cond, Mapping):
-        return cond.get(name)
-    return getattr(cond, name, None)
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
@@ -448,14 +404,8 @@ class UNet(nn.Module):
         ``aug_conditioning``): ``(B,)`` -> ``(B, emb_dim)``."""
         emb = self.noise_embed(noise_level)
         if self.class_embed is not None:
-            if labels is None:
-                labels = torch.full(emb.shape[:1], self.num_classes, dtype=torch.long, device=emb.device)
-            emb = emb + self.class_embed(labels.long())
-        if aug_level is not None and self.aug_embed is None:
-            raise ValueError(
-                "cond['aug_level'] given but this UNet was built without aug_conditioning=True: "
-                "drop the field or build the network with aug_conditioning=True"
-            )
+            emb = emb + self.class_embed(labels_or_null(labels, emb.shape[0], self.num_classes, emb.device))
+        check_aug_level(aug_level, self.aug_embed is not None, type(self).__name__)
         if self.aug_embed is not None:
             aug = torch.zeros(emb.shape[:1], device=emb.device) if aug_level is None else aug_level
             aug = torch.as_tensor(aug, device=emb.device)
@@ -468,30 +418,26 @@ class UNet(nn.Module):
         Args:
             x: noisy images ``(B, C, H, W)``.
             noise_level: ``(B,)`` scaled noise level (e.g. ``c_noise``), not a step index.
-            cond: see :func:`unpack_cond`.
+            cond: see :class:`hwaksan.models.conditioning.NetworkCondition`.
 
         Returns:
             ``(B, C_out, H, W)``.
         """
-        labels, context, mask, image = unpack_cond(cond)
+        c = NetworkCondition.parse(
+            cond,
+            network=type(self).__name__,
+            in_extra_channels=self.in_extra_channels,
+            reads_aug_level=self.aug_embed is not None,
+        )
         if noise_level.ndim == 0:
             noise_level = noise_level.expand(x.shape[0])
-        emb = self.embed(noise_level, labels, cond_field(cond, "aug_level"))
-        if self.pooled_proj is not None:  # a missing pooled vector counts as zeros (the null caption)
-            pooled = cond_field(cond, "pooled")
-            if pooled is None:
-                pooled = emb.new_zeros(emb.shape[0], self.pooled_proj.in_features)
-            elif mask is not None:  # a caption with no real token (the null caption) has no pooled vector
-                pooled = pooled * mask.to(torch.bool).any(-1, keepdim=True)
-            emb = emb + self.pooled_proj(pooled.to(emb.dtype))
+        emb = self.embed(noise_level, c.labels, c.aug_level)
+        if self.pooled_proj is not None:
+            emb = emb + self.pooled_proj(c.pooled_vector(emb, self.pooled_proj.in_features))
         emb = F.silu(emb)  # the SiLU before each block's Linear
         if self.in_extra_channels:
-            if image is None:
-                raise ValueError(
-                    f"this UNet has in_extra_channels={self.in_extra_channels}: "
-                    "pass cond={'image': (B, Ce, H, W), ...}"
-                )
-            x = torch.cat([x, image.to(x.dtype)], dim=1)
+            x = torch.cat([x, c.image.to(x.dtype)], dim=1)
+        context, mask = c.context, c.context_mask
         if context is not None:
             context = context.to(x.dtype)
 

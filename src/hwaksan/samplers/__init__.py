@@ -16,6 +16,7 @@ import torch
 from .._typing import Cond, Denoiser
 from ..processes import Process
 from ..utils import GeneratorLike
+from ._common import grid_steps
 from .adaptive_pid import sample_adaptive_pid
 from .fitted import sample_fitted
 from .langevin import langevin_correct, sample_annealed_langevin, sample_pc
@@ -91,11 +92,8 @@ def _n_steps(ts: torch.Tensor, process: Process, options: dict) -> int:
 
 
 def _heun_nfe(ts: torch.Tensor, process: Process, options: dict) -> int:
-    sig = process.sigma(ts)
-    alpha = process.alpha(ts)
-    n = len(ts) - 1
-    second = int(((sig[1:] > 0) & (alpha[:-1] > 0)).sum())
-    return n + second
+    """Two calls per step, one on a boundary step (onto sigma = 0, from alpha = 0)."""
+    return sum(1 if st.boundary else 2 for st in grid_steps(process, ts))
 
 
 def _pc_nfe(ts: torch.Tensor, process: Process, options: dict) -> int:
@@ -152,7 +150,7 @@ SAMPLERS: dict[str, SamplerSpec] = {
     "annealed_langevin": SamplerSpec(
         sample_annealed_langevin, True, None, _langevin_nfe, "annealed Langevin dynamics (NCSN)"
     ),
-    # issue 3: multistep / exponential integrators (samplers/multistep.py)
+    # multistep / exponential integrators (samplers/multistep.py)
     "dpmpp_3m": SamplerSpec(sample_dpmpp_3m, False, 3, _n_steps, "DPM-Solver++(3M) multistep, 3rd order"),
     "dpmpp_2m_sde": SamplerSpec(
         sample_dpmpp_2m_sde, True, None, _n_steps, "DPM-Solver++(2M)-SDE, Brownian-tree noise (eta)"

@@ -1,4 +1,4 @@
-"""Adaptive-step PF-ODE solving with a PID step-size controller (issue 3).
+"""Adaptive-step PF-ODE solving with a PID step-size controller.
 
 The probability-flow ODE is integrated on the EDM variables with ``s = log sigma~`` as time,
 
@@ -6,8 +6,10 @@ The probability-flow ODE is integrated on the EDM variables with ``s = log sigma
 
 a form that is smooth for every Gaussian path (the schedule only enters through ``t(s)``), with
 the Bogacki-Shampine 3(2) embedded pair (Bogacki & Shampine 1989; first-same-as-last: 3 new
-evaluations per accepted step) from ``sigma~(t_max)`` down to ``sigma~(t_min)``, then the library's
-final denoising step ``x = alpha D`` at ``t_min`` when the grid ends at 0.
+evaluations per accepted step) from ``sigma~(t_max)`` down to ``sigma~(t_min)``, then, when the grid
+ends at 0, the DDIM step onto ``t = 0`` from ``D`` at ``t_min``
+(:meth:`hwaksan.samplers.ode.ScaledLogSigmaODE.end`, as in ``sample_adaptive``): the library's final
+denoising step ``x = alpha D`` where ``sigma(0) = 0``.
 
 Step-size control (Soderlind 2003, "Digital filters in adaptive time-stepping", sec. 5; the
 PID form used by Hairer & Wanner and by k-diffusion's DPM-Solver adaptive): with the normalised
@@ -31,6 +33,7 @@ import torch
 from .._typing import Cond, Denoiser
 from ..utils import GeneratorLike
 from ._common import Callback
+from .ode import ScaledLogSigmaODE
 
 __all__ = ["sample_adaptive_pid", "PIDStats"]
 
@@ -60,11 +63,12 @@ def sample_adaptive_pid(
     """Bogacki-Shampine 3(2) on ``dx~/d log sigma~`` with a PID step-size controller.
 
     Integrates from ``ts[0]`` to ``ts[-1]`` (intermediate grid points are ignored); when
-    ``ts[-1] = 0`` it stops at ``sigma~(t_min)`` and returns ``D(x(t_min))``, the denoising step,
-    which is the last first-same-as-last evaluation (no extra NFE). A grid
-    starting where ``alpha = 0`` (flows, zero terminal SNR) first takes one DDIM step to ``ts[1]``.
-    NFE is decided by the controller (``stats`` receives the counts). The error norm spans the
-    batch, so a sample depends on its batch-mates up to the tolerance.
+    ``ts[-1] = 0`` it stops at ``sigma~(t_min)`` and takes the DDIM step onto ``t = 0`` (the
+    denoising step ``alpha(0) D(x(t_min))`` where ``sigma(0) = 0``), whose ``D(x(t_min))`` is the
+    last first-same-as-last evaluation (no extra NFE). A grid starting where ``alpha = 0`` (flows,
+    zero terminal SNR) first takes one boundary (DDIM) step to ``ts[1]``. NFE is decided by the
+    controller (``stats`` receives the counts). The error norm spans the batch, so a sample depends
+    on its batch-mates up to the tolerance.
 
     Args:
         rtol, atol: tolerances on ``x~`` (absolute in data units).
@@ -72,10 +76,7 @@ def sample_adaptive_pid(
         accept_safety: accept a step when its proposed factor is at least this.
         h_init: first step in ``log sigma~`` (default: 1/20 of the range).
     """
-    from .ode import ScaledLogSigmaODE
-
     ode = ScaledLogSigmaODE(denoiser, x, ts, cond)
-    process = denoiser.process
     s0, s1, finish, t_alpha = ode.s0, ode.s1, ode.finish, ode.time_alpha
     direction = -1.0  # s decreases from noise to data
     span = s0 - s1
@@ -118,9 +119,8 @@ def sample_adaptive_pid(
         else:
             rejected += 1
         h = h * factor
-    out = t_alpha(s1)[1] * y
-    if finish:  # the denoising step: D(x(t_min)) = x~ - f(s1, x~) is the FSAL evaluation, no new NFE
-        out = float(process.alpha(0.0)) * (y - k1)
+    # the step onto t = 0 reads D(x(t_min)) = x~ - f(s1, x~), the FSAL evaluation: no new NFE
+    out = ode.end(y, y - k1 if finish else None)
     if stats is not None:
         stats.update(accepted=accepted, rejected=rejected, nfe=nfe[0])
     return out.to(x.dtype)

@@ -1,4 +1,4 @@
-"""Fit the time grid and the coefficients of :func:`hwaksan.samplers.fitted.sample_fitted` (issue 3).
+"""Fit the time grid and the coefficients of :func:`hwaksan.samplers.fitted.sample_fitted`.
 
 For one denoiser (a trained model or the oracle) and one step budget ``n``, :func:`fit_solver`
 minimises the mean end-point error ``E |x_n(theta) - x_ref|_2`` of the sampler on calibration noise
@@ -38,8 +38,9 @@ import torch
 
 from .._typing import Denoiser
 from ..utils import GeneratorLike
-from .fitted import FORMS, Node, _weights, nodes_from_grid, run_fitted, zero_coefficients
-from .schedules import _sigma_range
+from .fitted import FORMS, Node, _weights, nodes_from_grid, run_fitted, sample_fitted, zero_coefficients
+from .plan import calibration_set, plan_steps
+from .schedules import SPACINGS, _sigma_range, karras_grid, log_snr_grid, uniform_grid
 
 __all__ = ["FittedPlan", "fit_solver", "predictor_only_coefficients"]
 
@@ -216,10 +217,6 @@ def fit_solver(
         >>> len(plan.ts), plan.error <= plan.initial_error
         (5, True)
     """
-    from .fitted import sample_fitted
-    from .plan import calibration_set, plan_steps
-    from .schedules import SPACINGS, karras_grid, log_snr_grid, uniform_grid
-
     if n_steps < 1:
         raise ValueError("need at least one step")
     for form in forms:

@@ -1,4 +1,4 @@
-"""A predictor-corrector exponential integrator with fitted per-step coefficients (issue 3).
+"""A predictor-corrector exponential integrator with fitted per-step coefficients.
 
 Notation of :mod:`hwaksan.samplers.multistep`: a step ``t -> s``, ``lam = -log sigma~``, ``h =
 lam_s - lam_t``, ``rho = e^{-h} = sigma~_s / sigma~_t``; ``V_j`` is the history value at point ``j``
@@ -16,7 +16,9 @@ eq. 3.4, Zhang & Chen 2023 eq. 14). ``w`` integrates the polynomial through the 
 exactly (the weights of ``sample_dpmpp_3m`` / ``sample_deis``) and ``v`` the one through the
 ``k + 1`` points with the new value (an exponential Adams-Moulton step: UniC, Zhao et al. 2023 Alg.
 2, with the exact integral instead of the ``B(h)`` approximation). The last step onto ``sigma = 0``
-is the denoising step ``x = alpha_s (D_0 + sum_{j>=1} f_j (D_j - D_0))``.
+is the denoising step ``x = alpha_s (D_0 + sum_{j>=1} f_j (D_j - D_0))`` and a step from ``alpha =
+0`` the DDIM step, which leaves no history: the boundary step of :mod:`hwaksan.samplers._common`
+(with the corrected ``x0^`` at the data end).
 
 With every ``p, c, f = 0`` this is a plain solver of order ``order + 1`` (predictor order
 ``order``, raised by one by the corrector as UniC-p raises UniP-p, Zhao et al. 2023 Thm. 3.3); with
@@ -50,7 +52,7 @@ import torch
 
 from .._typing import Cond, Denoiser
 from ..utils import GeneratorLike
-from ._common import Callback
+from ._common import Callback, ddim_step, eps_of, validate_grid
 from .multistep import _data_weights, _noise_weights
 
 FORMS = ("data", "noise")
@@ -191,17 +193,17 @@ def run_fitted(
             j, x_prev, k = pending
             new = d if form == "data" else (x - _f(nt.alpha) * d) / _f(nt.sigma)
             x = _step(nodes[j], nodes[j + 1], x_prev, hist[:k], new, cc[j], form)
-        if _val(ns.sigma) == 0:
+        if _val(ns.sigma) == 0:  # the boundary step onto data, with the fitted x0^
             ds = [d] + ([dj for _, dj, _ in hist] if nt.finite else [])
             k = min(order, len(ds))
             out = d
             for fj, dj in zip(fc[: k - 1], ds[1:k], strict=True):
                 out = out + _f(fj) * (dj - d)
-            x = _f(ns.alpha) * out
+            x = ddim_step(out, None, _f(ns.alpha), 0.0)
             pending = None
-        elif not nt.finite:  # a step from alpha = 0 (flows, zero terminal SNR): DDIM, no history
-            eps = x / _f(nt.sigma) if _val(nt.alpha) == 0 else (x - _f(nt.alpha) * d) / _f(nt.sigma)
-            x = _f(ns.alpha) * d + _f(ns.sigma) * eps
+        elif not nt.finite:  # the boundary step from alpha = 0 (flows, zero terminal SNR): no history
+            eps = eps_of(x, d, _f(nt.alpha), _f(nt.sigma))
+            x = ddim_step(d, eps, _f(ns.alpha), _f(ns.sigma))
             hist, pending = [], None
         else:
             value = d if form == "data" else (x - _f(nt.alpha) * d) / _f(nt.sigma)
@@ -275,14 +277,5 @@ def sample_fitted(
     """
     if order < 1:
         raise ValueError("order must be at least 1")
-    nodes = nodes_from_grid(denoiser.process, _validated(ts))
+    nodes = nodes_from_grid(denoiser.process, validate_grid(ts))
     return run_fitted(denoiser, x, nodes, coefficients, order, corrector, form, cond, callback)
-
-
-def _validated(ts: torch.Tensor) -> torch.Tensor:
-    ts = torch.as_tensor(ts, dtype=torch.float64)
-    if ts.ndim != 1 or len(ts) < 2:
-        raise ValueError("a grid needs at least two times (one step)")
-    if bool((ts[1:] >= ts[:-1]).any()):
-        raise ValueError("grid times must be strictly decreasing, from noise to data")
-    return ts

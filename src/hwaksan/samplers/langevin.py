@@ -9,8 +9,7 @@ import torch
 
 from .._typing import Cond, Denoiser
 from ..utils import GeneratorLike, randn_like
-from ._common import Callback, denoise, steps
-from .stochastic import sde_coefficients
+from ._common import Callback, ddim_step, denoise, euler_maruyama_step, score_of, steps
 
 __all__ = ["langevin_correct", "sample_pc", "sample_annealed_langevin"]
 
@@ -42,7 +41,7 @@ def langevin_correct(
     alpha, sigma = float(p.alpha(t)), float(p.sigma(t))
     for _ in range(n_steps):
         x0 = denoise(denoiser, x, t, cond)
-        g = (alpha * x0 - x) / sigma**2
+        g = score_of(x, x0, alpha, sigma)
         z = randn_like(x, generator)
         step = 2 * a * (snr * _per_sample_norm(z) / _per_sample_norm(g).clamp_min(1e-30)) ** 2
         step = step.clamp(max=2 * a * snr**2 * sigma**2)
@@ -73,13 +72,7 @@ def sample_pc(
             denoiser, x, st.t, snr=snr, a=a, n_steps=n_corrector, cond=cond, generator=generator
         )
         x0 = denoise(denoiser, x, st.t, cond)
-        if st.sigma_s == 0:
-            x = st.alpha_s * x0
-        else:
-            f, g2 = sde_coefficients(process, st.t)
-            score = (st.alpha_t * x0 - x) / st.sigma_t**2
-            dt = st.s - st.t
-            x = x + (f * x - g2 * score) * dt + math.sqrt(g2 * -dt) * randn_like(x, generator)
+        x = euler_maruyama_step(process, st, x, x0, generator)
         if callback is not None:
             callback({"i": st.i, "t": st.t, "x": x, "denoised": x0})
     return x
@@ -119,10 +112,10 @@ def sample_annealed_langevin(
         a_i = step_size * sigma**2 / sigma_l**2
         for _ in range(n_steps_each):
             x0 = denoise(denoiser, x, t, cond)
-            score = (alpha * x0 - x) / sigma**2
+            score = score_of(x, x0, alpha, sigma)
             x = x + 0.5 * a_i * score + math.sqrt(a_i) * randn_like(x, generator)
         if callback is not None:
             callback({"i": i, "t": t, "x": x, "denoised": x0})
-    if denoise_last and float(p.sigma(ts[-1])) == 0:
-        x = float(p.alpha(ts[-1])) * denoise(denoiser, x, last_t, cond)
+    if denoise_last and float(p.sigma(ts[-1])) == 0:  # the boundary step onto sigma = 0
+        x = ddim_step(denoise(denoiser, x, last_t, cond), None, float(p.alpha(ts[-1])), 0.0)
     return x

@@ -1,4 +1,4 @@
-"""Multistep and exponential-integrator samplers of the probability-flow ODE (SPEC section 4, issue 3).
+"""Multistep and exponential-integrator samplers of the probability-flow ODE.
 
 Notation (shared by every docstring below). A grid ``t_0 > t_1 > ... > t_n = 0``; one step goes from
 ``t`` to ``s``. ``alpha, sigma`` are the path's scales, ``lam = log(alpha / sigma)`` (half our
@@ -20,7 +20,8 @@ float64 from a small Vandermonde system, so every method handles non-uniform gri
 Warm-up and the end: the first steps use the history they have (order 1, 2, ...); a step from a
 point where ``alpha = 0`` (flows, zero terminal SNR) is a DDIM step and leaves no usable history;
 the last step onto ``sigma = 0`` is the denoising step ``x = alpha_s D`` (order 1), the library's
-one convention for the end of sampling, so all samplers target the same quantity.
+one convention for the end of sampling, so all samplers target the same quantity. Both are
+:func:`hwaksan.samplers._common.boundary_step`.
 
 Stochastic variants draw their noise from a :class:`BrownianTree`: the Brownian increments over a
 step are the same whatever grid visits it, so the sample converges as the grid is refined.
@@ -35,8 +36,8 @@ import numpy as np
 import torch
 
 from .._typing import Cond, Denoiser
-from ..utils import GeneratorLike
-from ._common import Callback, Step, denoise, eps_of, steps
+from ..utils import GeneratorLike, splitmix64, wrap_int64
+from ._common import Callback, Step, boundary_step, denoise, eps_of, steps
 
 __all__ = [
     "BrownianTree",
@@ -100,11 +101,6 @@ def _noise_weights(h: float, rs: Sequence[float]) -> list[float]:
     return _solve_transpose(rs, moments)
 
 
-def _finite(st: Step) -> bool:
-    """Whether the step starts where ``alpha > 0`` (finite log-SNR), i.e. may use or leave history."""
-    return st.alpha_t > 0 and math.isfinite(st.lambda_t)
-
-
 def _lam(x: float) -> float:
     return 0.5 * x
 
@@ -121,34 +117,14 @@ def _order_now(order: int, history: int, i: int, n: int, lower_order_final: bool
 # --------------------------------------------------------------------------------------------------
 # Brownian tree
 # --------------------------------------------------------------------------------------------------
-_M64 = (1 << 64) - 1
-_GOLDEN = 0x9E3779B97F4A7C15
-
-
-def _to_signed(v: int) -> int:
-    v &= _M64
-    return v - (1 << 64) if v >= 1 << 63 else v
-
-
-def _splitmix64(z: torch.Tensor) -> torch.Tensor:
-    """SplitMix64 finaliser on int64 tensors (wrapping arithmetic; logical shifts emulated)."""
-
-    def shr(v: torch.Tensor, k: int) -> torch.Tensor:
-        return (v >> k) & ((1 << (64 - k)) - 1)
-
-    z = z + _to_signed(_GOLDEN)
-    z = (z ^ shr(z, 30)) * _to_signed(0xBF58476D1CE4E5B9)
-    z = (z ^ shr(z, 27)) * _to_signed(0x94D049BB133111EB)
-    return z ^ shr(z, 31)
-
-
 class BrownianTree:
     """A deterministic Brownian path ``W(t)`` on ``[t0, t1]``, one independent path per sample.
 
     A "virtual Brownian tree" (Gaines & Lyons 1997; Li et al. 2020, sec. 5): ``W(t0) = 0``,
     ``W(t1) ~ N(0, t1 - t0)``, and the value at the midpoint of a dyadic interval ``[a, b]`` is the
     Brownian bridge draw ``(W(a) + W(b))/2 + sqrt((b - a)/4) z`` with ``z`` a counter-based normal
-    (SplitMix64 hash of the sample's seed, the node and the element, then Box-Muller), so ``W(t)``
+    (:func:`hwaksan.utils.splitmix64` hash of the sample's seed, the node and the element, then
+    Box-Muller), so ``W(t)``
     at any ``t`` is reproducible without storing anything and independent of the order of queries.
     Bisection stops at width ``(t1 - t0) 2^-depth`` and interpolates linearly inside the leaf.
     Increments ``(W(s) - W(t)) / sqrt(t - s)`` are therefore standard normal and *the same path is
@@ -180,7 +156,7 @@ class BrownianTree:
         per = int(np.prod(self.shape[1:], dtype=np.int64)) if len(self.shape) > 1 else 1
         self._per = per
         pairs = torch.arange((per + 1) // 2, dtype=torch.int64)  # one hash gives two normals
-        self._keys = _splitmix64(_splitmix64(seeds)[:, None] + 2 * pairs[None])  # (B, ceil(per/2))
+        self._keys = splitmix64(splitmix64(seeds)[:, None] + 2 * pairs[None])  # (B, ceil(per/2))
         self._cache: dict[float, torch.Tensor] = {}  # the last queried values (a step reuses one)
         self._work = torch.float64 if dtype == torch.float64 else torch.float32
         # node 0: the end point; 1, 2, ...: midpoints
@@ -212,7 +188,7 @@ class BrownianTree:
         """``(B, per)`` standard normals for one tree node: one SplitMix64 hash per pair of elements,
         its two 32-bit halves as uniforms, Box-Muller's cosine and sine as the pair. Computed in float64
         for a float64 tree, else in float32 (the tree's values are then exact to float32 rounding)."""
-        h = _splitmix64(self._keys + _to_signed(node * 0xD1B54A32D192ED03))
+        h = splitmix64(self._keys + wrap_int64(node * 0xD1B54A32D192ED03))
         u1 = (((h >> 32) & 0xFFFFFFFF).to(self._work) + 0.5) * 2.0**-32
         u2 = ((h & 0xFFFFFFFF).to(self._work) + 0.5) * 2.0**-32
         r, theta = torch.sqrt(-2.0 * torch.log(u1)), (2.0 * math.pi) * u2
@@ -282,11 +258,9 @@ def _dpmpp_multistep(
     hist: list[tuple[float, torch.Tensor]] = []  # (lam_j, D_j), newest first
     for st in all_steps:
         x0 = denoise(denoiser, x, st.t, cond)
-        if st.sigma_s == 0:
-            x = st.alpha_s * x0
-        elif not _finite(st):
-            x = st.alpha_s * x0 + st.sigma_s * eps_of(x, x0, st.alpha_t, st.sigma_t)  # DDIM from alpha = 0
-            hist = []
+        if st.boundary:
+            x = boundary_step(st, x, x0)
+            hist = [] if st.from_noise else hist
         else:
             lam_t, lam_s = _lam(st.lambda_t), _lam(st.lambda_s)
             h = lam_s - lam_t
@@ -439,12 +413,9 @@ def sample_unipc(
         x0 = denoise(denoiser, x, st.t, cond)
         if pending is not None and corrector:
             x = _unipc_update(pending[0], pending[1], hist[: pending[2]], x0, variant)
-        if st.sigma_s == 0:
-            x = st.alpha_s * x0
-            pending = None
-        elif not _finite(st):
-            x = st.alpha_s * x0 + st.sigma_s * eps_of(x, x0, st.alpha_t, st.sigma_t)
-            hist, pending = [], None
+        if st.boundary:
+            x = boundary_step(st, x, x0)
+            hist, pending = ([] if st.from_noise else hist), None
         else:
             hist = [(_lam(st.lambda_t), x0), *hist][:order]
             k = _order_now(order, len(hist), st.i, n, lower_order_final)
@@ -493,11 +464,11 @@ def _eps_multistep(
     hist: list[tuple[float, torch.Tensor]] = []  # (coordinate_j, eps_j), newest first
     for st in all_steps:
         x0 = denoise(denoiser, x, st.t, cond)
-        eps = eps_of(x, x0, st.alpha_t, st.sigma_t)
-        if st.sigma_s == 0 or not _finite(st):
-            x = st.alpha_s * x0 + st.sigma_s * eps  # denoise / DDIM
-            hist = [] if not _finite(st) else hist
+        if st.boundary:
+            x = boundary_step(st, x, x0)
+            hist = [] if st.from_noise else hist
         else:
+            eps = eps_of(x, x0, st.alpha_t, st.sigma_t)
             sig_t, sig_s = st.sigma_tilde_t, st.sigma_tilde_s
             if variable == "lambda":
                 c_t, step = _lam(st.lambda_t), _lam(st.lambda_s) - _lam(st.lambda_t)
@@ -589,16 +560,16 @@ def sample_dpm_2(
     sigma~_s)``), ``u = alpha_m (x~_t + (sigma~_m - sigma~_t) eps_t)`` and
     ``x_s = alpha_s (x~_t + (sigma~_s - sigma~_t) eps(u, lam_m))``. (The noise-form exponential
     integrator is exactly Euler in ``sigma~``, so this is the explicit midpoint method in ``sigma~``
-    with a geometric midpoint.) A last step onto sigma = 0 is the denoising step, as is a step
-    from ``alpha = 0``. NFE = 2 n - (steps ending at sigma = 0). Declared order 2.
+    with a geometric midpoint.) A last step onto sigma = 0 is the denoising step, and a step from
+    ``alpha = 0`` the DDIM step (the boundary step). NFE = 2 n - (boundary steps). Declared order 2.
     """
     process = denoiser.process
     for st in steps(denoiser, ts):
         x0 = denoise(denoiser, x, st.t, cond)
-        eps = eps_of(x, x0, st.alpha_t, st.sigma_t)
-        if st.sigma_s == 0 or not _finite(st):
-            x = st.alpha_s * x0 + st.sigma_s * eps
+        if st.boundary:
+            x = boundary_step(st, x, x0)
         else:
+            eps = eps_of(x, x0, st.alpha_t, st.sigma_t)
             sig_t, sig_s = st.sigma_tilde_t, st.sigma_tilde_s
             sig_m = math.sqrt(sig_t * sig_s)
             t_m = float(process.t_from_sigma_tilde(sig_m))

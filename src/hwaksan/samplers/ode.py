@@ -1,9 +1,10 @@
-"""Deterministic samplers of the probability-flow ODE (SPEC section 4).
+"""Deterministic samplers of the probability-flow ODE.
 
 All are written on the EDM variables ``x~ = x / alpha``, ``sigma~ = sigma / alpha``, in which the
 PF-ODE of every Gaussian path reads ``dx~/dsigma~ = eps_hat`` (Karras et al. 2022, sec. 4; Song
 et al. 2021 DDIM, eq. 14), or on the log-SNR (DPM-Solver++). Steps are expressed in x so that a grid
-may start where alpha = 0 (flows, zero terminal SNR).
+may start where alpha = 0 (flows, zero terminal SNR); the boundary steps (onto sigma = 0, from
+alpha = 0) are :func:`hwaksan.samplers._common.boundary_step`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from torchdiffeq import odeint
 
 from .._typing import Cond, Denoiser
 from ..utils import GeneratorLike, randn_like
-from ._common import Callback, denoise, eps_of, steps
+from ._common import Callback, boundary_step, ddim_step, denoise, eps_of, grid_steps, steps
 
 __all__ = ["sample_ddim", "sample_heun", "sample_dpmpp_2m", "sample_adaptive", "ScaledLogSigmaODE"]
 
@@ -55,7 +56,7 @@ def sample_ddim(
         if eta > 0:
             var = float(process.posterior_coefficients(st.t, st.s)[2])
             c = eta * math.sqrt(max(var, 0.0))
-        x = st.alpha_s * x0 + math.sqrt(max(st.sigma_s**2 - c**2, 0.0)) * eps
+        x = ddim_step(x0, eps, st.alpha_s, math.sqrt(max(st.sigma_s**2 - c**2, 0.0)))
         if c > 0:
             x = x + c * randn_like(x, generator)
         if callback is not None:
@@ -81,8 +82,9 @@ def sample_heun(
     On ``x~ = x/alpha``: ``d = (x~ - D)/sigma~ = eps_hat``, ``x~' = x~ + (s' - s) d``; when
     ``sigma(s') > 0`` correct with the average of ``d`` and ``d'`` at ``(x~', s')``. Churn: inside
     ``[s_tmin, s_tmax]``, ``gamma = min(s_churn / n, sqrt(2) - 1)``, ``s^ = s (1 + gamma)``,
-    ``x~^ = x~ + sqrt(s^^2 - s^2) s_noise z``. A step that starts where ``alpha = 0`` (sigma~ = inf)
-    has no finite trapezoid and takes the Euler step. NFE = 2 n - (steps ending at sigma = 0).
+    ``x~^ = x~ + sqrt(s^^2 - s^2) s_noise z``. A boundary step (onto sigma = 0, or from alpha = 0
+    where sigma~ = inf and there is no finite trapezoid) is the Euler step alone.
+    NFE = 2 n - (boundary steps).
     """
     process = denoiser.process
     all_steps = list(steps(denoiser, ts))
@@ -90,7 +92,7 @@ def sample_heun(
     for st in all_steps:
         t, a_t, s_t, sig_t = st.t, st.alpha_t, st.sigma_t, st.sigma_tilde_t
         gamma = min(s_churn / n, math.sqrt(2) - 1) if s_tmin <= sig_t <= s_tmax else 0.0
-        if gamma > 0 and math.isfinite(sig_t):
+        if gamma > 0 and not st.from_noise:
             sig_hat = sig_t * (1 + gamma)
             t = float(process.t_from_sigma_tilde(sig_hat))
             a_hat, s_hat = float(process.alpha(t)), float(process.sigma(t))
@@ -99,8 +101,8 @@ def sample_heun(
             x, a_t, s_t, sig_t = a_hat * x_tilde, a_hat, s_hat, s_hat / a_hat
         x0 = denoise(denoiser, x, t, cond)
         d = eps_of(x, x0, a_t, s_t)
-        x_next = st.alpha_s * x0 + st.sigma_s * d  # the Euler step, written in x
-        if st.sigma_s > 0 and math.isfinite(sig_t):
+        x_next = ddim_step(x0, d, st.alpha_s, st.sigma_s)  # the Euler step, written in x
+        if not st.boundary:
             x0_next = denoise(denoiser, x_next, st.s, cond)
             d_next = eps_of(x_next, x0_next, st.alpha_s, st.sigma_s)
             x_next = st.alpha_s * (x / a_t + (st.sigma_tilde_s - sig_t) * 0.5 * (d + d_next))
@@ -126,21 +128,20 @@ def sample_dpmpp_2m(
     ``D_i = (1 + 1/(2 r)) x0^_{i-1} - 1/(2 r) x0^_{i-2}``, ``r = h_{i-1} / h_i``. First order on the
     first step, after a step from alpha = 0, and on a last step that ends at sigma = 0. NFE = n.
     """
-    x0_prev, h_prev = None, None
+    x0_prev, h_prev = None, None  # the previous point's x0^ and h (None: no usable history)
     for st in steps(denoiser, ts):
         x0 = denoise(denoiser, x, st.t, cond)
-        if st.sigma_s == 0:
-            x = st.alpha_s * x0
+        if st.boundary:
+            x, x0_prev = boundary_step(st, x, x0), None
         else:
-            h = 0.5 * (st.lambda_s - st.lambda_t)  # inf when alpha_t = 0
-            if x0_prev is None or not math.isfinite(h_prev):
+            h = 0.5 * (st.lambda_s - st.lambda_t)
+            if x0_prev is None:
                 d = x0
             else:
                 r = h_prev / h
                 d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
             x = (st.sigma_s / st.sigma_t) * x - st.alpha_s * math.expm1(-h) * d
-            h_prev = h
-        x0_prev = x0
+            x0_prev, h_prev = x0, h
         if callback is not None:
             callback({"i": st.i, "t": st.t, "x": x, "denoised": x0})
     return x
@@ -155,18 +156,19 @@ class ScaledLogSigmaODE:
     ``d alpha / dt``, so a tabulated (spline) schedule adds no error of its own.
 
     Built from a sampling grid ``ts``: where the path cannot start (``alpha(ts[0]) = 0`` or an
-    infinite ``alpha'``: flows, zero terminal SNR) one DDIM step to ``ts[1]`` is taken first. The
-    integration runs from ``s0 = log sigma~(t0)`` to ``s1 = log sigma~(t1)``; when the grid ends at 0,
-    ``t1 = t_min`` (``1e-3`` where the process has none) and ``finish`` is True: the caller ends with
-    a denoising step. ``y0 (B, *shape)`` is ``x~`` at ``s0``; calling the object gives the right-hand
-    side ``(s, y (B, *shape)) -> (B, *shape)``.
+    infinite ``alpha'``: flows, zero terminal SNR) one boundary (DDIM) step to ``ts[1]`` is taken
+    first. The integration runs from ``s0 = log sigma~(t0)`` to ``s1 = log sigma~(t1)``; when the grid
+    ends at 0, ``t1 = t_min`` (``1e-3`` where the process has none) and ``finish`` is True:
+    :meth:`end` takes the boundary step onto ``t = 0``. ``y0 (B, *shape)`` is ``x~`` at ``s0``;
+    calling the object gives the right-hand side ``(s, y (B, *shape)) -> (B, *shape)``.
     """
 
     def __init__(self, denoiser: Denoiser, x: torch.Tensor, ts: torch.Tensor, cond: Cond = None) -> None:
         process = denoiser.process
         ts = torch.as_tensor(ts, dtype=torch.float64)
         if float(process.alpha(ts[0])) <= 0 or not bool(torch.isfinite(process.d_alpha(ts[0]))):
-            x = sample_ddim(denoiser, x, ts[:2], cond=cond)
+            st = next(steps(denoiser, ts[:2]))
+            x = boundary_step(st, x, denoise(denoiser, x, st.t, cond))
             ts = ts[1:]
         self.denoiser, self.cond, self.process = denoiser, cond, process
         self.t0 = float(ts[0])
@@ -197,6 +199,17 @@ class ScaledLogSigmaODE:
         tb = torch.full((y.shape[0],), t, dtype=torch.float64, device=y.device)
         return y - self.denoiser(a * y, tb, self.cond)
 
+    def end(self, y: torch.Tensor, denoised: torch.Tensor | None = None) -> torch.Tensor:
+        """The sample from ``x~ = y (B, *shape)`` at ``s1``: ``alpha(t1) y``, then, when ``finish``,
+        the boundary step onto ``t = 0`` with ``x0^ = D(x, t1)`` (``denoised``: the caller's own
+        evaluation of it, no new network call)."""
+        x = self.alpha_at(self.s1) * y
+        if not self.finish:
+            return x
+        st = next(grid_steps(self.process, torch.tensor([self.t1, 0.0], dtype=torch.float64)))
+        x0 = denoise(self.denoiser, x, self.t1, self.cond) if denoised is None else denoised
+        return boundary_step(st, x, x0)
+
 
 def sample_adaptive(
     denoiser: Denoiser,
@@ -217,7 +230,7 @@ def sample_adaptive(
     Integrates from ``ts[0]`` to ``ts[-1]``; when ``ts[-1] = 0`` it integrates to ``t_min`` (``1e-3``
     where the process has none) and finishes with one denoising step. The intermediate grid points
     are ignored. A grid starting where ``alpha = 0`` or ``alpha'`` is infinite (flows, zero terminal
-    SNR) first takes one DDIM step to ``ts[1]``. NFE is decided by the controller (count it with
+    SNR) first takes one boundary (DDIM) step to ``ts[1]``. NFE is decided by the controller (count it with
     :class:`hwaksan.samplers.CountingDenoiser`). ``rtol, atol`` apply to ``x~`` (data units); the
     controller's error norm spans the batch, so a sample depends on its batch-mates up to the
     tolerance.
@@ -225,9 +238,7 @@ def sample_adaptive(
     ode = ScaledLogSigmaODE(denoiser, x, ts, cond)
     grid = torch.tensor([ode.s0, ode.s1], dtype=x.dtype, device=x.device)
     y = odeint(ode, ode.y0, grid, rtol=rtol, atol=atol, method=method, options=_land_on(grid, method))
-    x = ode.alpha_at(ode.s1) * y[-1]
-    if ode.finish:
-        x = sample_ddim(denoiser, x, torch.tensor([ode.t1, 0.0], dtype=torch.float64), cond=cond)
+    x = ode.end(y[-1])
     if callback is not None:
         callback({"i": 0, "t": ode.t0, "x": x, "denoised": x})
     return x

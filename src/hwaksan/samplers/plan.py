@@ -1,4 +1,4 @@
-"""Time-grid optimisation for a fixed NFE budget (issue 3, "time-grid optimisation").
+"""Time-grid optimisation for a fixed NFE budget.
 
 Given a denoiser (a trained model or the oracle), a sampler and a number of steps ``n``,
 :func:`plan_steps` chooses the ``n - 1`` interior noise levels that minimise the sampler's error, in
@@ -30,6 +30,8 @@ from torchdiffeq import odeint
 
 from .._typing import Denoiser
 from ..utils import GeneratorLike
+from . import SAMPLERS
+from ._common import boundary_step, denoise, steps
 from .schedules import _FINITE_T_MAX, _sigma_range, karras_grid
 
 __all__ = ["Plan", "plan_steps", "calibration_set", "grid_from_log_sigmas"]
@@ -94,10 +96,9 @@ def calibration_set(
     x = process.prior_sample((n_samples, *shape), generator, dtype=torch.float64)
     t_start = min(process.t_max, _FINITE_T_MAX) if prepend else process.t_max
     y = x
-    if prepend:  # one DDIM step from alpha = 0 to the first finite noise level
-        from .ode import sample_ddim
-
-        y = sample_ddim(denoiser, x, torch.tensor([process.t_max, t_start], dtype=torch.float64))
+    if prepend:  # the boundary (DDIM) step from alpha = 0 to the first finite noise level
+        st = next(steps(denoiser, torch.tensor([process.t_max, t_start], dtype=torch.float64)))
+        y = boundary_step(st, x, denoise(denoiser, x, st.t, None))
     y = y / float(process.alpha(t_start))
 
     def t_of(log_sigma: float) -> float:
@@ -184,9 +185,7 @@ def plan_steps(
         >>> len(plan.ts), plan.error <= plan.initial_error
         (5, True)
     """
-    from scipy.optimize import minimize
-
-    from . import SAMPLERS
+    from scipy.optimize import minimize  # scipy is slow to import: only when planning
 
     if n_steps < 1:
         raise ValueError("need at least one step")

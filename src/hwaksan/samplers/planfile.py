@@ -6,8 +6,8 @@ A plan file records what :func:`hwaksan.samplers.plan.plan_steps` or
     {"sampler": "fitted", "ts": [1.0, ..., 0.0], "options": {"coefficients": {...}, "form": "noise",
      "order": 3}, "nfe": 10, "error": ..., ...}
 
-``hwaksan sample CHECKPOINT --plan FILE`` (:class:`PlanAction`) sets the sampler, the grid, the
-steps and the sampler options from it; :func:`load_plan` does the same for Python callers::
+:func:`load_plan` reads one back for Python callers and for the command line (``hwaksan sample
+CHECKPOINT --plan FILE`` sets the sampler, the grid, the steps and the sampler options from it)::
 
     plan = load_plan("plan.json")
     res = sample(model, (64, 2), sampler=plan["sampler"], grid=plan["ts"], **plan["options"])
@@ -15,14 +15,16 @@ steps and the sampler options from it; :func:`load_plan` does the same for Pytho
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["save_plan", "load_plan", "PlanAction"]
+from . import SAMPLERS
+from .fitted import check_coefficients
+
+__all__ = ["save_plan", "load_plan"]
 
 
 def save_plan(
@@ -43,9 +45,6 @@ def load_plan(path: str | Path) -> dict:
         ValueError: the file is missing, not JSON, names an unknown sampler, has no decreasing grid,
             or carries fitted coefficients that do not fit its grid.
     """
-    from . import SAMPLERS
-    from .fitted import check_coefficients
-
     path = Path(path)
     try:
         record = json.loads(path.read_text())
@@ -65,19 +64,3 @@ def load_plan(path: str | Path) -> dict:
     if options.get("coefficients") is not None:
         check_coefficients(options["coefficients"], len(ts) - 1, int(options.get("order", 3)))
     return {**record, "ts": ts, "options": options, "sampler": sampler}
-
-
-class PlanAction(argparse.Action):
-    """``--plan FILE``: set ``sampler``, ``grid``, ``steps`` and ``options`` from a plan file (options
-    given after ``--plan`` on the command line override it)."""
-
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        try:
-            plan = load_plan(values)
-        except ValueError as err:
-            parser.error(str(err))
-        namespace.plan = values
-        namespace.sampler = plan["sampler"]
-        namespace.grid = plan["ts"]
-        namespace.steps = len(plan["ts"]) - 1
-        namespace.options = {**(getattr(namespace, "options", None) or {}), **plan["options"]}

@@ -1,4 +1,4 @@
-"""Time discretisations (SPEC section 4, "step schedules").
+"""Time discretisations: the step schedules of the samplers.
 
 A grid is a float64 tensor ``ts`` of ``n + 1`` strictly decreasing times from ``t_max`` down to 0:
 ``n`` steps. Samplers take the grid as an argument, so every sampler works with every schedule.

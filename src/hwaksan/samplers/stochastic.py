@@ -1,4 +1,4 @@
-"""Stochastic samplers: DDPM ancestral sampling and the reverse SDE (SPEC section 4)."""
+"""Stochastic samplers: DDPM ancestral sampling and the reverse SDE."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from .._typing import Cond, Denoiser
 from ..parameterizations import reverse_log_variance
 from ..utils import GeneratorLike, as_time, randn_like
-from ._common import Callback, denoise, steps
+from ._common import Callback, denoise, euler_maruyama_step, sde_coefficients, steps
 
 __all__ = ["sample_ddpm", "sample_euler_maruyama", "sde_coefficients", "x0_and_variance"]
 
@@ -80,21 +80,6 @@ def sample_ddpm(
     return x
 
 
-def sde_coefficients(process, t: float) -> tuple[float, float]:
-    """Drift and squared diffusion ``f(t), g(t)^2`` of the forward SDE ``dx = f x dt + g dW`` whose
-    marginals are the path: ``f = alpha'/alpha``, ``g^2 = d(sigma^2)/dt - 2 f sigma^2``
-    (Kingma et al. 2021, app. A; for VP: ``f = -beta/2``, ``g^2 = beta``)."""
-    a, s = float(process.alpha(t)), float(process.sigma(t))
-    da, ds = float(process.d_alpha(t)), float(process.d_sigma(t))
-    if a <= 0:
-        raise ValueError(
-            f"the forward SDE is singular at t={t} where alpha = 0: start the grid below t = 1 "
-            "(e.g. uniform_grid(process, n, t_max=0.999))"
-        )
-    f = da / a
-    return f, 2 * s * ds - 2 * f * s**2
-
-
 def sample_euler_maruyama(
     denoiser: Denoiser,
     x: torch.Tensor,
@@ -106,9 +91,10 @@ def sample_euler_maruyama(
 ) -> torch.Tensor:
     """Euler-Maruyama on the reverse SDE (Song et al. 2021, eq. 6; Anderson 1982):
     ``dx = [f x - g^2 score] dt + g dW_bar``, stepping ``dt = s - t < 0``:
-    ``x_s = x + (f x - g^2 score)(s - t) + g sqrt(t - s) z`` with ``score = (alpha x0^ - x)/sigma^2``.
-    For VP this is the article's ``x_{t-dt} = x_t + 1/2 beta x dt + beta score dt + sqrt(beta) dW``.
-    A last step onto sigma = 0 returns the denoised mean ``x0^``. NFE = number of steps.
+    ``x_s = x + (f x - g^2 score)(s - t) + g sqrt(t - s) z`` with ``score = (alpha x0^ - x)/sigma^2``
+    (:func:`hwaksan.samplers._common.euler_maruyama_step`). For VP this is the article's
+    ``x_{t-dt} = x_t + 1/2 beta x dt + beta score dt + sqrt(beta) dW``. A last step onto sigma = 0
+    returns the denoised mean ``alpha_s x0^``. NFE = number of steps.
 
     Like any explicit Euler method it is stable only while ``g^2 |dt| / sigma^2`` stays below about
     2 (``beta dt < 2`` for VP). The cosine DDPM table has ``beta(t) ~ 7000`` next to ``t = 1``
@@ -119,13 +105,7 @@ def sample_euler_maruyama(
     process = denoiser.process
     for st in steps(denoiser, ts):
         x0 = denoise(denoiser, x, st.t, cond)
-        if st.sigma_s == 0:
-            x = st.alpha_s * x0
-        else:
-            f, g2 = sde_coefficients(process, st.t)
-            score = (st.alpha_t * x0 - x) / st.sigma_t**2
-            dt = st.s - st.t
-            x = x + (f * x - g2 * score) * dt + math.sqrt(g2 * -dt) * randn_like(x, generator)
+        x = euler_maruyama_step(process, st, x, x0, generator)
         if callback is not None:
             callback({"i": st.i, "t": st.t, "x": x, "denoised": x0})
     return x

@@ -1,4 +1,4 @@
-"""Editing a real image with a trained model: SDEdit and deterministic (DDIM) inversion (SPEC section 6).
+"""Editing a real image with a trained model: SDEdit and deterministic (DDIM) inversion.
 
 Both are short recipes over the core: a grid from :mod:`hwaksan.samplers.schedules`, one-shot noising
 with :meth:`Process.q_sample`, and any registered sampler. Conditional edits (a new class, guidance)
@@ -20,6 +20,8 @@ the input unchanged (no step, no noise). For the EDM process and the Karras grid
 
 **Inversion** (Song et al. 2021, DDIM sec. 4.3 / eq. 14; Dhariwal & Nichol 2021, App. F): the DDIM
 step (Euler on ``dx~/dsigma~ = eps^``) run from ``t = 0`` up the grid. Step ``u -> v`` (``u < v``):
+``x0^ = (x_u - sigma_u eps^) / alpha_u`` and ``x_v = alpha_v x0^ + sigma_v eps^``, the samplers' DDIM
+update (:func:`hwaksan.samplers._common.ddim_step`) in the other direction, i.e.
 ``x_v = (alpha_v / alpha_u) x_u + (sigma_v - alpha_v sigma_u / alpha_u) eps^``. The explicit version
 takes ``eps^`` at ``(x_u, u)`` (``eps^ = 0`` at ``sigma_u = 0``, its limit for a smooth density), so
 inversion followed by DDIM generation on the same grid reconstructs the input up to ``O(1/steps)``.
@@ -36,9 +38,10 @@ from typing import Any
 import torch
 
 from .._typing import Cond, Denoiser
+from ..guidance import ClassifierFreeGuidance
 from ..processes import Process
 from ..samplers import CountingDenoiser, SampleResult, get_sampler, make_grid, uniform_grid
-from ..samplers._common import Callback, denoise
+from ..samplers._common import Callback, ddim_step, denoise
 from ..utils import GeneratorLike, as_time, randn_like
 
 __all__ = ["strength_time", "edit_grid", "sdedit", "ddim_invert", "invert_and_generate", "guided"]
@@ -111,8 +114,6 @@ def guided(denoiser: Denoiser, guidance: float | None, **cfg_options: Any) -> De
     via :class:`hwaksan.guidance.ClassifierFreeGuidance` (``uncond + w (cond - uncond)``)."""
     if guidance is None or float(guidance) == 1.0:
         return denoiser
-    from ..guidance import ClassifierFreeGuidance
-
     return ClassifierFreeGuidance(denoiser, float(guidance), **cfg_options)
 
 
@@ -180,6 +181,13 @@ def _eps(denoiser: Denoiser, x: torch.Tensor, t: float, cond: Cond) -> torch.Ten
     return (x - a * denoise(denoiser, x, t, cond)) / s
 
 
+def _up_step(
+    x_u: torch.Tensor, eps: torch.Tensor, a_u: float, s_u: float, a_v: float, s_v: float
+) -> torch.Tensor:
+    """The DDIM step ``u -> v`` (``u < v``, ``alpha_u > 0``) from ``x_u`` with the noise ``eps``."""
+    return ddim_step((x_u - s_u * eps) / a_u, eps, a_v, s_v)
+
+
 def ddim_invert(
     denoiser: Denoiser,
     x0: torch.Tensor,
@@ -209,11 +217,9 @@ def ddim_invert(
     for i, (u, v) in enumerate(zip(up[:-1], up[1:], strict=True)):
         a_u, s_u = float(process.alpha(u)), float(process.sigma(u))
         a_v, s_v = float(process.alpha(v)), float(process.sigma(v))
-        coef_x, coef_e = a_v / a_u, s_v - a_v * s_u / a_u
-        eps = _eps(denoiser, x, u, cond)
-        x_v = coef_x * x + coef_e * eps
+        x_v = _up_step(x, _eps(denoiser, x, u, cond), a_u, s_u, a_v, s_v)
         for _ in range(fixed_point_iters):
-            x_v = coef_x * x + coef_e * _eps(denoiser, x_v, v, cond)
+            x_v = _up_step(x, _eps(denoiser, x_v, v, cond), a_u, s_u, a_v, s_v)
         x = x_v
         if callback is not None:
             callback({"i": i, "t": v, "x": x, "denoised": None})
