@@ -202,18 +202,19 @@ def test_config_accepts_the_couplings_and_names_them_on_error():
 
 
 def test_trainer_pairs_each_batch_by_the_configured_coupling(monkeypatch):
+    import hwaksan.training.loop as loop_mod
     import hwaksan.training.trainer as trainer_mod
     from hwaksan.data.images import ImageDataset
     from hwaksan.training.config import load_config
 
     calls = []
-    real = trainer_mod.make_coupling
+    real = loop_mod.make_coupling
 
     def spy(name, **kwargs):
         calls.append((name, kwargs.get("labels")))
         return real(name, **kwargs)
 
-    monkeypatch.setattr(trainer_mod, "make_coupling", spy)
+    monkeypatch.setattr(loop_mod, "make_coupling", spy)
     g = torch.Generator().manual_seed(0)
     data = ImageDataset(
         torch.rand(12, 1, 8, 8, generator=g) * 2 - 1, torch.arange(12) % 3, None, None, "digits"

@@ -12,6 +12,7 @@ from hwaksan.data.images import ImageDataset, load_dataset
 from hwaksan.evaluation.vlb import vlb_bits_per_dim
 from hwaksan.io.checkpoint import list_checkpoints, load_model
 from hwaksan.training.config import ConfigError, load_config
+from hwaksan.training.hybrid import HybridLossExtension
 from hwaksan.training.trainer import Trainer
 
 DIGITS = Path(__file__).resolve().parents[1] / "configs" / "digits.toml"
@@ -53,6 +54,10 @@ def test_hybrid_config_errors_name_the_fix(override, names):
         load_config(DIGITS, [*base, *override])
 
 
+def _sampler(trainer: Trainer):
+    return trainer.extension(HybridLossExtension).sampler
+
+
 def test_hybrid_resume_is_bit_identical_with_the_importance_sampler_in_the_checkpoint(tmp_path):
     """T = 8 steps x 10 values: the sampler is warm after 80 samples (5 steps of 16), so the second
     half of the run draws importance-sampled steps from the history restored from the checkpoint."""
@@ -63,7 +68,7 @@ def test_hybrid_resume_is_bit_identical_with_the_importance_sampler_in_the_check
     data = ImageDataset(full_data.images[:100].clone(), None, None, full_data.class_names, "digits")
     full = Trainer(cfg, tmp_path / "full", progress=False, pictures=False, data=data)
     full.run()
-    assert full.t_sampler.warmed_up()
+    assert _sampler(full).warmed_up()
     first = Trainer(cfg, tmp_path / "split", progress=False, pictures=False, data=data)
     first.run(stop_after=k)
     assert [s for s, _ in list_checkpoints(tmp_path / "split")] == [k]
@@ -71,8 +76,8 @@ def test_hybrid_resume_is_bit_identical_with_the_importance_sampler_in_the_check
     second.run(resume=True)
     for name, value in full.net.state_dict().items():
         assert torch.equal(value, second.net.state_dict()[name]), name
-    assert torch.equal(full.t_sampler.history, second.t_sampler.history)
-    assert torch.equal(full.t_sampler.count, second.t_sampler.count)
+    assert torch.equal(_sampler(full).history, _sampler(second).history)
+    assert torch.equal(_sampler(full).count, _sampler(second).count)
     assert full.losses == second.losses
     # the checkpoint is a learned-variance model for the evaluation
     model, _ = load_model(list_checkpoints(tmp_path / "split")[-1][1])

@@ -10,13 +10,11 @@ class-conditional samples.
 Determinism: step ``k`` draws its batch, noise, times and augmentation from generators seeded by
 ``(seed, k)`` only, so the same seed gives the same weights on the same machine.
 
-Checkpoints are safetensors + JSON (``kind = "hwaksan-classifier"``), written atomically by
-:func:`hwaksan.io.checkpoint.save_tensors`.
+Checkpoints are safetensors + JSON, written and read by :mod:`hwaksan.io.classifier`.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
@@ -29,13 +27,14 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data.images import ImageDataset
-from ..io.checkpoint import CheckpointError, load_tensors, save_tensors
+from ..io import classifier as classifier_io
+from ..io.classifier import ClassifierCheckpoint, classifier_metadata, load_classifier
 from ..losses import T_DISTRIBUTIONS, sample_t
 from ..models.classifier import Classifier
 from ..parameterizations import input_scale, noise_level
-from ..processes import Process, process_from_config
-from ..utils import append_dims
-from .optim import NonFiniteLossError
+from ..processes import Process
+from ..utils import append_dims, mix_seed
+from .optim import check_finite, make_optimizer, make_scheduler
 
 __all__ = [
     "ClassifierResult",
@@ -45,16 +44,11 @@ __all__ = [
     "classifier_accuracy",
     "save_classifier",
     "load_classifier",
+    "ClassifierCheckpoint",
 ]
 
-_MASK = (1 << 63) - 1
-
-
-def _seed(*parts: int) -> int:
-    h = 1469598103934665603
-    for p in parts:  # FNV-1a over the parts: distinct tuples give unrelated seeds
-        h = ((h ^ (int(p) & _MASK)) * 1099511628211) & _MASK
-    return h
+#: Random streams (the second part of ``mix_seed``): initialisation, training steps, evaluation.
+_INIT, _STEP, _EVAL = 0, 1, 2
 
 
 def classifier_inputs(
@@ -82,7 +76,7 @@ def classifier_log_prob(
     Args:
         net: a :class:`Classifier` (noise-aware, or clean: then it sees ``x_t`` as it is).
         process, sigma_data: what it was trained with (:func:`load_classifier` returns both; the
-            checkpoint's ``meta["sigma_data"]``); inputs are scaled by :func:`classifier_inputs`.
+            checkpoint's ``sigma_data``); inputs are scaled by :func:`classifier_inputs`.
         model_process: the process of the guided denoiser when it differs from ``process``: its
             ``x_t`` is mapped to the classifier's process at the same noise level ``sigma~``
             (``x~ = x_t / alpha`` is the same for every Gaussian path), so an EDM-trained
@@ -182,24 +176,17 @@ def train_classifier(
         max_shift = data.size[0] // 14
     args = {"in_channels": data.channels, "num_classes": k, "noise_aware": process is not None}
     args.update(net_args or {})
-    torch.manual_seed(_seed(seed, 0))
+    torch.manual_seed(mix_seed(seed, _INIT))
     net = Classifier(**args)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
-    warmup = max(1, steps // 20)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    opt = make_optimizer(net.parameters(), lr=lr, weight_decay=weight_decay, fused=False)
+    sched = make_scheduler(opt, steps, max(1, steps // 20))
     losses: list[float] = []
     start = time.perf_counter()
     n = len(data)
     bar = tqdm(range(steps), disable=not progress, desc="classifier", dynamic_ncols=True, file=sys.stderr)
     net.train()
     for step in bar:
-        gen = torch.Generator().manual_seed(_seed(seed, 1, step))
+        gen = torch.Generator().manual_seed(mix_seed(seed, _STEP, step))
         idx = torch.randint(0, n, (batch_size,), generator=gen)
         x, y = _shift(data.images[idx], max_shift, gen), data.labels[idx]
         t = None
@@ -208,16 +195,14 @@ def train_classifier(
             x = process.q_sample(x, t, torch.randn(x.shape, generator=gen))
         x_in, c_noise = classifier_inputs(process, x, t, sigma_data)
         loss = F.cross_entropy(net(x_in, c_noise), y)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"classifier loss became {float(loss)} at step {step + 1}: lower lr (now {lr:g})"
-            )
+        value = float(loss.detach())
+        check_finite(value, f"classifier loss became {value} at step {step + 1}: lower lr (now {lr:g})")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
         sched.step()
-        losses.append(float(loss.detach()))
+        losses.append(value)
         if step % 25 == 0:
             bar.set_postfix(loss=f"{sum(losses[-25:]) / len(losses[-25:]):.4f}", refresh=False)
         if max_seconds and time.perf_counter() - start > max_seconds:
@@ -227,15 +212,16 @@ def train_classifier(
     acc = None
     if val is not None and val.labels is not None:
         acc = classifier_accuracy(net, val, process=process, sigma_data=sigma_data, t_dist=t_dist, seed=seed)
-    meta = {
-        "kind": "hwaksan-classifier",
-        "network": {"class": "Classifier", "config": net.config},
-        "process": process.config() if process is not None else None,
-        "sigma_data": sigma_data,
-        "t_dist": t_dist if process is not None else None,
-        "data": {"name": data.name, "image_shape": list(data.images.shape[1:])},
-        "class_names": list(data.class_names) if data.class_names else None,
-        "train": {
+    seconds = time.perf_counter() - start
+    meta = classifier_metadata(
+        net,
+        process=process,
+        sigma_data=sigma_data,
+        t_dist=t_dist,
+        dataset=data.name,
+        image_shape=data.images.shape[1:],
+        class_names=data.class_names,
+        train={
             "steps": len(losses),
             "batch_size": batch_size,
             "lr": lr,
@@ -243,10 +229,10 @@ def train_classifier(
             "max_shift": max_shift,
             "seed": seed,
         },
-        "val_accuracy": acc,
-        "seconds": time.perf_counter() - start,
-    }
-    return ClassifierResult(net, losses, acc, meta["seconds"], meta)
+        val_accuracy=acc,
+        seconds=seconds,
+    )
+    return ClassifierResult(net, losses, acc, seconds, meta)
 
 
 @torch.no_grad()
@@ -265,7 +251,7 @@ def classifier_accuracy(
     ``t`` (or at random times from ``t_dist`` when ``t`` is None), with noise from ``seed``."""
     if data.labels is None:
         raise ValueError(f"{data.name!r} has no labels")
-    gen = torch.Generator().manual_seed(_seed(seed, 2))
+    gen = torch.Generator().manual_seed(mix_seed(seed, _EVAL))
     correct = 0
     for i in range(0, len(data), batch_size):
         x, y = data.images[i : i + batch_size], data.labels[i : i + batch_size]
@@ -282,29 +268,6 @@ def classifier_accuracy(
 
 
 def save_classifier(path: str | os.PathLike, result: ClassifierResult) -> Path:
-    """Write ``PATH.safetensors`` + ``PATH.json`` atomically; returns the path stem."""
-    tensors = {f"model.{k}": v for k, v in result.net.state_dict().items()}
-    tensors["history.loss"] = torch.tensor(result.losses, dtype=torch.float64)
-    return save_tensors(path, tensors, result.meta)
-
-
-def load_classifier(path: str | os.PathLike) -> tuple[Classifier, Process | None, dict[str, Any]]:
-    """Read a classifier written by :func:`save_classifier`: ``(net, process or None, meta)``.
-
-    Raises:
-        CheckpointError: not a classifier checkpoint, or weights that do not fit.
-    """
-    tensors, meta = load_tensors(path)
-    if meta.get("kind") != "hwaksan-classifier":
-        raise CheckpointError(
-            f"{path} is not a classifier checkpoint (kind {meta.get('kind')!r}): train one with "
-            "hwaksan train-classifier"
-        )
-    net = Classifier(**meta["network"]["config"])
-    state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise CheckpointError(f"{path}: weights do not fit the classifier: {err}") from None
-    process = process_from_config(meta["process"]) if meta.get("process") else None
-    return net.eval(), process, meta
+    """Write ``PATH.safetensors`` + ``PATH.json`` atomically (:func:`hwaksan.io.classifier.save_classifier`);
+    returns the ``.safetensors`` path."""
+    return classifier_io.save_classifier(path, result.net, result.losses, result.meta)

@@ -67,6 +67,7 @@ __all__ = [
     "parse_override",
     "config_diff",
     "NON_BINDING_KEYS",
+    "base_network_spec",
 ]
 
 
@@ -461,8 +462,17 @@ def _check_range(key: str, value: float, lo: float | None, hi: float | None, wha
         raise ConfigError(f"{key} = {value!r} is out of range; allowed values: {what}")
 
 
+def base_network_spec(config: Config) -> dict[str, Any]:
+    """The network's constructor arguments before any trainer extension: a copy of the preset
+    (or ``{"arch": preset}``) updated by ``model.args``."""
+    mc = config.model
+    spec = copy.deepcopy(PRESETS[mc.preset]) if mc.preset in PRESETS else {"arch": mc.preset}
+    spec.update(copy.deepcopy(mc.args))
+    return spec
+
+
 def _check_vlb_loss(f: DiffusionConfig, m: ModelConfig) -> None:
-    """``diffusion.loss``, ``vlb_weight`` and ``importance_sampling`` (issue 5)."""
+    """``diffusion.loss``, ``vlb_weight`` and ``importance_sampling`` (Nichol & Dhariwal 2021)."""
     _choice("diffusion.loss", f.loss, LOSSES)
     _check_range("diffusion.vlb_weight", f.vlb_weight, 0.0, None, ">= 0")
     if f.loss == "simple":

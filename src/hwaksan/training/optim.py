@@ -8,7 +8,7 @@ call these, so a change of schedule or of the NaN policy is made once.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -24,8 +24,9 @@ __all__ = [
 ]
 
 
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or infinite loss."""
+class NonFiniteLossError(RuntimeError, FloatingPointError):
+    """Training produced a NaN or infinite loss (also a ``FloatingPointError``, what a
+    floating-point failure raises)."""
 
 
 def lr_factor(step: int, total: int, warmup: int, cosine: bool = True, min_ratio: float = 0.0) -> float:
@@ -75,10 +76,11 @@ def make_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def check_finite(value: float, message: str) -> None:
-    """Raise :class:`NonFiniteLossError` with ``message`` when ``value`` is NaN or infinite."""
+def check_finite(value: float, message: str | Callable[[], str]) -> None:
+    """Raise :class:`NonFiniteLossError` with ``message`` (or ``message()``, built only then) when
+    ``value`` is NaN or infinite."""
     if not math.isfinite(value):
-        raise NonFiniteLossError(message)
+        raise NonFiniteLossError(message() if callable(message) else message)
 
 
 class EpochOrder:

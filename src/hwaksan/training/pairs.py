@@ -13,7 +13,8 @@ refused rather than mixed.
 **Data sources.** ``fit`` (2-D) takes ``sample_data(n, generator) -> (x0, x1)`` from
 :func:`pair_sampler`; the image :class:`~hwaksan.training.trainer.Trainer` takes a
 :class:`PairedImageDataset` (an ``ImageDataset`` whose ``noise`` holds the partner of every image)
-and then trains on ``(images[i], noise[i])`` with the pairing fixed.
+and, through the :class:`PairsExtension` that data set brings, trains on ``(images[i], noise[i])``
+with the pairing fixed.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from tqdm.auto import tqdm
 
 from ..data.images import ImageDataset
 from ..io.checkpoint import CheckpointError, load_tensors, read_metadata, save_tensors
+from .extension import Extension, RunContext, StepContext
 
-__all__ = ["PairShards", "PairedImageDataset", "pair_sampler"]
+__all__ = ["PairShards", "PairedImageDataset", "PairsExtension", "pair_sampler"]
 
 _KIND = "hwaksan-pairs"
 
@@ -191,3 +193,26 @@ def pair_sampler(x0: torch.Tensor, x1: torch.Tensor) -> Callable[[int, torch.Gen
         return x0[idx], x1[idx]
 
     return sample
+
+
+class PairsExtension(Extension):
+    """Train on the fixed pairs of a :class:`PairedImageDataset`: the source side of image ``i`` is
+    ``noise[i]`` instead of fresh noise (reflow, Liu et al. 2022)."""
+
+    name = "reflow pairs"
+
+    def prepare_data(self, data: ImageDataset) -> ImageDataset:
+        noise = getattr(data, "noise", None)
+        if noise is None:
+            raise ValueError(
+                "the reflow pairs extension needs a PairedImageDataset (images with their noise)"
+            )
+        self.noise = noise
+        return data
+
+    def start(self, ctx: RunContext) -> None:
+        self.noise = self.noise.reshape(len(self.noise), *ctx.data_shape).to(ctx.device)
+
+    def batch_source(self, ctx: StepContext) -> torch.Tensor:
+        """The partners ``x1 (b, *data_shape)`` of this rank's images."""
+        return self.noise[ctx.indices]

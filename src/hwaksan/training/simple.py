@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -13,7 +12,7 @@ from ..losses import denoising_loss
 from ..parameterizations import ModelDenoiser
 from ..processes import make_coupling
 from .ema import EMA
-from .optim import NonFiniteLossError
+from .optim import NonFiniteLossError, check_finite, make_optimizer, make_scheduler
 
 __all__ = ["FitResult", "fit", "NonFiniteLossError"]
 
@@ -79,14 +78,8 @@ def fit(
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     net = model.net
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    opt = make_optimizer(net.parameters(), lr=lr, weight_decay=weight_decay, fused=False)
+    sched = make_scheduler(opt, steps, warmup)
     ema = EMA(net, (ema_decay,))
     result = FitResult()
     bar = tqdm(range(steps), disable=not progress, desc="train", leave=False)
@@ -109,18 +102,18 @@ def fit(
             coupling=None if fixed else pairing,
             eps=eps,
         )
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"loss became {loss.item()} at step {step}: lower the learning rate (now {lr}) "
-                "or check the data for NaNs"
-            )
+        value = loss.item()
+        check_finite(
+            value,
+            f"loss became {value} at step {step}: lower the learning rate (now {lr}) "
+            "or check the data for NaNs",
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
         sched.step()
         ema.update(net)
-        value = loss.item()
         result.losses.append(value)
         running = value if running is None else 0.98 * running + 0.02 * value
         if step % log_every == 0:

@@ -1,4 +1,4 @@
-"""Training with text conditions: cached caption embeddings and the per-step condition.
+"""Text conditioning as a trainer extension: cached caption embeddings and the per-step condition.
 
 The encoder and the condition format are in :mod:`hwaksan.conditioning.text`.
 
@@ -21,23 +21,20 @@ import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from ..conditioning.text import TextEmbedding, TextEncoder, load_text_encoder
 from ..data.images import ImageDataset, class_captions
 from ..data.text import minilm_dir
-from .config import ConfigError
+from ..io.artifact import TextSpec
+from ..io.checkpoint import load_tensors, save_tensors
+from ..utils import mix_seed
+from .config import Config, ConfigError
+from .extension import Extension, RunContext, StepContext
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .config import Config
-
-__all__ = [
-    "TextConditioning",
-    "caption_embeddings",
-    "text_network_spec",
-]
+__all__ = ["TextExtension", "caption_embeddings"]
 
 # --------------------------------------------------------------------------------------------
 # cached caption embeddings
@@ -56,8 +53,6 @@ def caption_embeddings(
     The key hashes the captions, the encoder's name, ``max_length`` and the weight file's size and
     modification time, so a changed caption list or encoder never reads stale vectors.
     """
-    from ..io.checkpoint import load_tensors, save_tensors
-
     captions = list(captions)
     weights = minilm_dir() / "model.safetensors"
     st = weights.stat()
@@ -87,56 +82,35 @@ def caption_embeddings(
     return emb
 
 
-#: Random streams of the trainer hook (the second part of ``mix_seed``).
+#: Random streams of the extension (the second part of ``mix_seed``).
 _DROP_STREAM, _TEMPLATE_STREAM = 901, 902
 
 
-# --------------------------------------------------------------------------------------------
-# the trainer hook
-
-
-def text_network_spec(config: Config, spec: dict[str, Any], dim: int) -> dict[str, Any]:
-    """Network arguments for text conditioning: ``context_dim`` and (``[text] pooled``) ``pooled_dim``."""
-    if spec.get("arch") not in ("unet", "dit", "moe-dit"):
-        raise ConfigError(
-            "text conditioning needs a U-Net or DiT (cross-attention); model.preset gives "
-            f"{spec.get('arch')!r}"
-        )
-    spec = dict(spec)
-    if spec.setdefault("context_dim", dim) != dim:
-        raise ConfigError(f"model.args.context_dim = {spec['context_dim']} but the text encoder gives {dim}")
-    if config.text.pooled:
-        spec.setdefault("pooled_dim", dim)
-    return spec
-
-
-class TextConditioning:
-    """Captions of a training set, their cached embeddings and the per-step condition.
+class TextExtension(Extension):
+    """Captions of a training set, their cached embeddings and the per-step condition
+    ``{"context", "context_mask", "pooled"}`` (:mod:`hwaksan.conditioning.text`).
 
     Args:
         config: the experiment (``[text]`` and ``data.p_uncond``, ``train.seed``).
-        data: the training set: captions (``data.captions``) or class labels with templates.
-        device: where conditions are built.
         encoder: a :class:`TextEncoder` (default: :func:`load_text_encoder`).
 
-    ``captions`` is the list of distinct training captions (the bank); ``choices (N, T)`` holds the
-    bank indices each image may take (one for captioned sets, one per template for labelled sets).
+    After :meth:`prepare_data`, ``captions`` is the list of distinct training captions (the bank)
+    and ``choices (N, T)`` holds the bank indices each image may take (one for captioned sets, one
+    per template for labelled sets).
     """
 
-    def __init__(
-        self,
-        config: Config,
-        data: ImageDataset,
-        device: torch.device | str = "cpu",
-        encoder: TextEncoder | None = None,
-    ) -> None:
+    name = "text"
+
+    def __init__(self, config: Config, encoder: TextEncoder | None = None) -> None:
         tc = config.text
         self.config = config
-        self.device = torch.device(device)
         self.encoder = encoder or load_text_encoder(tc.max_length, tc.encoder)
         self.dim = self.encoder.dim
-        mode = tc.captions
+        self.device = torch.device("cpu")
         self.num_classes = 0
+
+    def prepare_data(self, data: ImageDataset) -> ImageDataset:
+        mode = self.config.text.captions
         if mode == "auto":
             mode = "captions" if data.captions is not None else "templates"
         if mode == "captions":
@@ -160,32 +134,48 @@ class TextConditioning:
             self.captions = [c for row in table for c in row]
             self.choices = data.labels.long()[:, None] * t + torch.arange(t)[None]
         self.mode = mode
-        self.bank = caption_embeddings(self.captions, self.encoder).to(self.device)
-        self.choices = self.choices.to(self.device)
+        self.bank = caption_embeddings(self.captions, self.encoder)
+        return data
 
-    def batch_cond(self, step: int, index: torch.Tensor, positions: slice) -> dict[str, torch.Tensor]:
-        """The condition of this rank's batch: images ``index (b,)`` at global-batch ``positions``.
+    def network_spec(self, spec: dict[str, Any], image_shape: tuple[int, ...]) -> dict[str, Any]:
+        """``context_dim`` (cross-attention) and, with ``[text] pooled``, ``pooled_dim``."""
+        if spec.get("arch") not in ("unet", "dit", "moe-dit"):
+            raise ConfigError(
+                "text conditioning needs a U-Net or DiT (cross-attention); model.preset gives "
+                f"{spec.get('arch')!r}"
+            )
+        spec = dict(spec)
+        if spec.setdefault("context_dim", self.dim) != self.dim:
+            raise ConfigError(
+                f"model.args.context_dim = {spec['context_dim']} but the text encoder gives {self.dim}"
+            )
+        if self.config.text.pooled:
+            spec.setdefault("pooled_dim", self.dim)
+        return spec
 
-        Caption ``j`` of the global batch picks its template and its dropout (probability
-        ``data.p_uncond``) from generators seeded by ``(train.seed, stream, step)``.
-        """
-        from ..utils import mix_seed
+    def start(self, ctx: RunContext) -> None:
+        self.device = ctx.device
+        self.bank = self.bank.to(ctx.device)
+        self.choices = self.choices.to(ctx.device)
 
-        seed, total = self.config.train.seed, self.config.train.batch_size
-        gen = torch.Generator().manual_seed(mix_seed(seed, _TEMPLATE_STREAM, step))
+    def batch_cond(self, cond: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        """Add the captions of this rank's images: caption ``j`` of the global batch picks its
+        template and its dropout (probability ``data.p_uncond``; the null embedding, Ho & Salimans
+        2022) from generators seeded by ``(train.seed, stream, step)``."""
+        seed, total, positions = ctx.seed, ctx.batch_size, ctx.positions
+        gen = torch.Generator().manual_seed(mix_seed(seed, _TEMPLATE_STREAM, ctx.step))
         pick = torch.randint(self.choices.shape[1], (total,), generator=gen)[positions].to(self.device)
-        bank_idx = self.choices[index, pick]
-        cond = self.bank.select(bank_idx).cond()
+        text = self.bank.select(self.choices[ctx.indices.to(self.device), pick]).cond()
         p = self.config.data.p_uncond
         if p > 0:
-            gen = torch.Generator().manual_seed(mix_seed(seed, _DROP_STREAM, step))
+            gen = torch.Generator().manual_seed(mix_seed(seed, _DROP_STREAM, ctx.step))
             keep = (torch.rand(total, generator=gen)[positions] >= p).to(self.device)
-            cond = {
-                "context": cond["context"] * keep[:, None, None],
-                "context_mask": cond["context_mask"] & keep[:, None],
-                "pooled": cond["pooled"] * keep[:, None],
+            text = {
+                "context": text["context"] * keep[:, None, None],
+                "context_mask": text["context_mask"] & keep[:, None],
+                "pooled": text["pooled"] * keep[:, None],
             }
-        return cond
+        return {**cond, **text}
 
     def grid_captions(self, n: int) -> list[str]:
         """Captions of the sample grids written during training: for templates, the first
@@ -195,19 +185,20 @@ class TextConditioning:
             return [self.captions[(i % self.num_classes) * t] for i in range(n)]
         return [self.captions[(i * len(self.captions)) // n] for i in range(n)]
 
-    def grid_cond(self, n: int) -> dict[str, torch.Tensor]:
-        """The condition of :meth:`grid_captions` (from the bank, on the trainer's device)."""
+    def sample_cond(self, cond: dict[str, Any], n: int, ctx: RunContext) -> dict[str, Any]:
+        """Add the embeddings of :meth:`grid_captions` (from the bank)."""
         lookup = {c: i for i, c in enumerate(self.captions)}
         index = torch.tensor([lookup[c] for c in self.grid_captions(n)], device=self.device)
-        return self.bank.select(index).cond()
+        return {**cond, **self.bank.select(index).cond()}
 
-    def meta(self) -> dict[str, Any]:
-        """What a checkpoint records to rebuild the encoder at sampling time."""
-        return {
-            "encoder": self.encoder.name,
-            "max_length": self.encoder.max_length,
-            "dim": self.dim,
-            "captions": self.mode,
-            "null": "zeros",
-            "pooled": bool(self.config.text.pooled),
-        }
+    def metadata(self) -> dict[str, Any]:
+        """The prompt encoder's spec, to rebuild it at sampling time."""
+        spec = TextSpec(
+            encoder=self.encoder.name,
+            max_length=self.encoder.max_length,
+            dim=self.dim,
+            captions=self.mode,
+            pooled=bool(self.config.text.pooled),
+            null="zeros",
+        )
+        return {"text": spec}

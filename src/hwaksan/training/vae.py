@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import math
 import signal
 import sys
 import threading
@@ -51,9 +50,10 @@ from ..data.images import ImageDataset, load_dataset
 from ..io.checkpoint import load_tensors, save_tensors
 from ..io.vae import load_vae, resolve_vae
 from ..models.vae import AutoencoderKL
+from ..plotting import plot_loss, save_image_grid
 from ..utils import mix_seed
 from .ema import EMA
-from .optim import lr_factor
+from .optim import EpochOrder, check_finite, make_optimizer, make_scheduler
 
 __all__ = [
     "VAEConfig",
@@ -294,28 +294,10 @@ def train_vae(
         raw_init = {k[4:]: v for k, v in tensors.items() if k.startswith("raw.")}
         vae.load_state_dict({**start.state_dict(), **raw_init})  # continue from the raw weights when saved
     ema = EMA(vae, (cfg.ema_decay,)) if cfg.ema_decay > 0 else None
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
-
-    def factor(step: int) -> float:
-        return lr_factor(step, cfg.steps, cfg.warmup, True, 0.05)
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    opt = make_optimizer(vae.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0, fused=False)
+    sched = make_scheduler(opt, cfg.steps, cfg.warmup, True, 0.05)
     n, b = len(images), cfg.batch_size
-    perms: dict[int, torch.Tensor] = {}
-
-    def indices(step: int) -> torch.Tensor:
-        pos, end, parts = step * b, (step + 1) * b, []
-        while pos < end:
-            epoch, off = divmod(pos, n)
-            if epoch not in perms:
-                perms.clear()
-                perms[epoch] = torch.randperm(
-                    n, generator=torch.Generator().manual_seed(mix_seed(cfg.seed, 1, epoch))
-                )
-            take = min(end - pos, n - off)
-            parts.append(perms[epoch][off : off + take])
-            pos += take
-        return torch.cat(parts)
+    order = EpochOrder(n, b, cfg.seed, stream=1)
 
     params = sum(p.numel() for p in vae.parameters())
     print(
@@ -335,7 +317,7 @@ def train_vae(
     try:
         while step < cfg.steps:
             gen = torch.Generator().manual_seed(mix_seed(cfg.seed, 2, step))
-            x = images[indices(step)]
+            x = images[order.indices(step)]
             if cfg.hflip:
                 flip = torch.rand(x.shape[0], generator=gen) < 0.5
                 x = torch.where(flip[:, None, None, None], x.flip(-1), x)
@@ -346,11 +328,11 @@ def train_vae(
                     perceptual_weight=cfg.perceptual_weight, features=features, generator=gen,
                 )  # fmt: skip
             value = float(parts["loss"].detach())
-            if not math.isfinite(value):
-                raise FloatingPointError(
-                    f"the VAE loss became {value} at step {step + 1}: lower --lr (now {cfg.lr:g}) "
-                    "or train without --bf16"
-                )
+            check_finite(
+                value,
+                f"the VAE loss became {value} at step {step + 1}: lower --lr (now {cfg.lr:g}) "
+                "or train without --bf16",
+            )
             opt.zero_grad(set_to_none=True)
             parts["loss"].backward()
             torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -424,8 +406,6 @@ def train_vae(
     save_tensors(ckpt, tensors, meta)
     files = {"checkpoint": ckpt.with_name("vae.safetensors"), "metrics": out / "metrics.jsonl"}
     if pictures:
-        from ..plotting import plot_loss, save_image_grid
-
         m = min(32, len(vx))
         rows = torch.stack([vx[:m], rec_val[:m]], 1).reshape(2 * m, *vx.shape[1:])
         scale_px = max(1, 64 // max(vx.shape[2:]))
