@@ -10,10 +10,9 @@ import pytest
 import torch
 
 from hwaksan.cli import main
-from hwaksan.evaluation import classifier as classifier_module
 from hwaksan.evaluation import features as features_module
 from hwaksan.evaluation.generate import SampleSpec, generate_samples
-from hwaksan.evaluation.pipeline import load_checkpoint_model
+from hwaksan.io.artifact import load_trained
 from hwaksan.io.checkpoint import latest_checkpoint
 from hwaksan.training.config import load_config
 from hwaksan.training.trainer import Trainer
@@ -31,11 +30,6 @@ TINY_UNET = [
     "train.max_seconds=0",
     "optim.warmup=1",
 ]
-TINY_CLASSIFIER = {
-    "net_args": {"model_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "attention": False,
-                 "num_groups": 4},
-    "steps": 3, "batch_size": 16, "lr": 1e-2, "weight_decay": 0.05, "seed": 0,
-}  # fmt: skip
 HAS_EFFNET = importlib.util.find_spec("efficientnet_lite_pytorch") is not None
 
 
@@ -44,13 +38,6 @@ def checkpoint(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("digits-run")
     Trainer(load_config(DIGITS, TINY_UNET), out, progress=False, pictures=False).run()
     return latest_checkpoint(out)
-
-
-@pytest.fixture
-def tiny_classifier(monkeypatch, tmp_path):
-    monkeypatch.setattr(classifier_module, "classifier_config", lambda dataset, size: TINY_CLASSIFIER)
-    monkeypatch.setattr(classifier_module, "_LOADED", {})
-    return tmp_path / "cache"
 
 
 def _args(checkpoint: Path, out: Path, cache: Path, *extra: str) -> list[str]:
@@ -135,10 +122,10 @@ def test_nfe_sweep_adds_a_plot(checkpoint, tiny_classifier, tmp_path):
 
 
 def test_shards_do_not_change_the_images(checkpoint, tmp_path):
-    model, meta, _ = load_checkpoint_model(checkpoint)
+    model = load_trained(checkpoint)
     spec = SampleSpec("heun", 2)
-    a = generate_samples(model, meta, spec, 7, tmp_path / "a", shard_size=3, batch_size=2, progress=False)
-    b = generate_samples(model, meta, spec, 7, tmp_path / "b", shard_size=7, batch_size=7, progress=False)
+    a = generate_samples(model, spec, 7, tmp_path / "a", shard_size=3, batch_size=2, progress=False)
+    b = generate_samples(model, spec, 7, tmp_path / "b", shard_size=7, batch_size=7, progress=False)
     # float32 convolutions round differently at other batch sizes (~1e-7), which the ODE carries to
     # ~1e-4 here; a seed or label mix-up between shards would change pixels by O(1)
     torch.testing.assert_close(a.images, b.images, rtol=0, atol=1e-3)
@@ -152,7 +139,7 @@ def test_unknown_metrics_fail_before_any_work(checkpoint, tmp_path, capsys):
 
 
 def test_nll_and_vlb_are_wired_to_the_likelihood_functions(checkpoint, tmp_path, monkeypatch):
-    """The likelihood half of issue 5 is tested in its own files; here: what evaluate passes and
+    """The likelihood estimators are tested in their own files; here: what evaluate passes and
     stores (the functions are replaced by recorders, so this test takes no ODE solve)."""
     import hwaksan.evaluation.pipeline as pipeline
 

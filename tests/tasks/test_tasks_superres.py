@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import hwaksan as hw
-from hwaksan.io.checkpoint import load_model
+from hwaksan.io.artifact import load_trained
 from hwaksan.models.unet import UNet, cond_field, unpack_cond
 from hwaksan.parameterizations import ModelDenoiser
 from hwaksan.tasks import Stage, cascade, psnr, ssim, superres_cond, upscale
@@ -133,8 +133,9 @@ def test_trainer_without_augmentation_and_bad_configs(tmp_path):
 def test_sr_training_checkpoint_upscale_and_cascade(tmp_path):
     tr = _trainer(tmp_path)
     result = tr.run()
-    model, meta = load_model(result.checkpoint)
-    assert meta["config"]["data"]["lowres"] == 4 and model.net.aug_embed is not None
+    trained = load_trained(result.checkpoint)
+    model = trained.denoiser
+    assert trained.superres.lowres == 4 and model.net.aug_embed is not None
 
     seen = []
     inner = model.net

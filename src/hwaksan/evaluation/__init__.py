@@ -1,4 +1,4 @@
-"""Measuring generative models (SPEC section 8).
+"""Measuring generative models: sample quality, memorisation and likelihood.
 
 Images (see ``docs/evaluation.md``):
 
@@ -7,7 +7,9 @@ Images (see ``docs/evaluation.md``):
 - :func:`frechet_distance`, :func:`gaussian_statistics`; :func:`precision_recall` (k-NN manifolds);
 - :func:`class_accuracy`, :func:`class_entropy` with the cached :func:`dataset_classifier`;
 - :func:`nearest_neighbours` and :func:`save_neighbour_grid` for the memorisation audit;
-- :func:`evaluate_checkpoint` runs all of them for ``hwaksan evaluate``.
+- :func:`evaluate_model` runs all of them on a trained model (pixel, latent or 2-D, its samples
+  decoded to the output space first) and :func:`evaluate_checkpoint` on a checkpoint, for
+  ``hwaksan evaluate``.
 
 2-D samples: :mod:`hwaksan.evaluation.lowdim`. Likelihoods: :mod:`hwaksan.evaluation.likelihood`
 (PF-ODE) and :mod:`hwaksan.evaluation.vlb` (the DDPM bound).
@@ -30,7 +32,7 @@ from .frechet import (
 )
 from .manifold import precision_recall
 from .neighbours import nearest_neighbours, neighbour_summary, save_neighbour_grid
-from .pipeline import METRICS, EvalConfig, evaluate_checkpoint
+from .pipeline import METRICS, EvalConfig, evaluate_checkpoint, evaluate_model
 
 __all__ = [
     "SPACES",
@@ -55,4 +57,5 @@ __all__ = [
     "save_neighbour_grid",
     "EvalConfig",
     "evaluate_checkpoint",
+    "evaluate_model",
 ]

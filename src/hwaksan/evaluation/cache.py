@@ -4,6 +4,10 @@ Everything lives under the user cache directory, ``$XDG_CACHE_HOME/hwaksan`` (de
 ``~/.cache/hwaksan``), the same root as the rendered data sets of :mod:`hwaksan.data.images`;
 ``cache_dir=`` arguments override it. Files are written atomically (temporary name, then rename), so
 two processes filling the same entry never see half a file.
+
+Tensor entries (:func:`save_entry` / :func:`load_entry`) are safetensors files of
+:mod:`hwaksan.io.checkpoint` whose JSON names their kind and the key they were made for; an entry
+whose kind or key differs, or that cannot be read, is a miss.
 """
 
 from __future__ import annotations
@@ -16,7 +20,19 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["cache_root", "config_key", "file_sha256", "safe_name", "write_json_atomic"]
+import torch
+
+from ..io.checkpoint import CheckpointError, load_tensors, save_tensors
+
+__all__ = [
+    "cache_root",
+    "config_key",
+    "file_sha256",
+    "safe_name",
+    "write_json_atomic",
+    "load_entry",
+    "save_entry",
+]
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -61,3 +77,23 @@ def write_json_atomic(path: str | os.PathLike, payload: Any) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def save_entry(
+    stem: str | os.PathLike, kind: str, key: str, tensors: dict[str, torch.Tensor], **info: Any
+) -> Path:
+    """Write a tensor cache entry ``stem.safetensors`` + ``stem.json`` (``kind``, ``key`` and the
+    JSON-able ``info``) atomically; returns the stem."""
+    return save_tensors(stem, tensors, {"kind": kind, "key": key, **info})
+
+
+def load_entry(stem: str | os.PathLike, kind: str, key: str) -> dict[str, torch.Tensor] | None:
+    """The tensors of the entry :func:`save_entry` wrote for ``kind`` and ``key``, or None when
+    it is missing, unreadable or was made for another kind or key."""
+    try:
+        tensors, info = load_tensors(stem)
+    except (CheckpointError, OSError, ValueError):
+        return None
+    if not isinstance(info, dict) or info.get("kind") != kind or info.get("key") != key:
+        return None
+    return tensors

@@ -16,6 +16,7 @@ of FD-<dataset>; its predictions give the class accuracy and the entropies of ge
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -58,7 +59,8 @@ class DatasetClassifier:
         dataset: data-set name; ``image_size``: ``(H, W)`` it was trained at.
         accuracy: top-1 accuracy on the held-out split ``accuracy_split``.
         path: the checkpoint stem in the cache; ``sha256``: its weights' checksum.
-        meta: the checkpoint metadata.
+        meta: the classifier checkpoint's metadata, as
+            :func:`hwaksan.training.classifier.load_classifier` returns it.
     """
 
     net: Classifier
@@ -136,13 +138,13 @@ def _load_verified(folder: Path, dataset: str, size: tuple[int, int]) -> Dataset
         )
     net, _, meta = load_classifier(stem)
     return DatasetClassifier(
-        net, dataset, size, meta.get("val_accuracy"), record.get("accuracy_split"), stem, actual, meta
+        net, dataset, size, record.get("accuracy"), record.get("accuracy_split"), stem, actual, meta
     )
 
 
 def _read_checksum(folder: Path) -> dict[str, Any]:
-    import json
-
+    """The record :func:`dataset_classifier` writes beside the weights (``checksum.json``:
+    ``sha256``, ``file``, ``accuracy``, ``accuracy_split``)."""
     try:
         return json.loads((folder / "checksum.json").read_text())
     except (OSError, ValueError) as err:

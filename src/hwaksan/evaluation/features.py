@@ -28,8 +28,7 @@ from typing import Any
 import torch
 
 from ..data.images import dataset_info, load_dataset
-from ..io.checkpoint import CheckpointError, load_tensors, save_tensors
-from .cache import cache_root, config_key, safe_name
+from .cache import cache_root, config_key, load_entry, safe_name, save_entry
 from .classifier import dataset_classifier
 from .effnet import FEATURE_DIM, RESOLUTION, effnet_features
 from .frechet import gaussian_statistics
@@ -45,6 +44,8 @@ __all__ = [
 ]
 
 SPACES = ("effnet", "classifier")
+_REAL_KIND = "hwaksan-real-statistics"
+_SAMPLE_KIND = "hwaksan-sample-features"
 
 
 def space_name(space: str, dataset: str | None = None) -> str:
@@ -198,12 +199,8 @@ def real_statistics(
 
     def cached(count: int, s: int) -> dict[str, torch.Tensor] | None:
         key, stem = entry(count, s)
-        try:
-            tensors, meta = load_tensors(stem)
-        except (CheckpointError, OSError, ValueError):
-            return None  # missing or unreadable: computed and written again
-        ok = meta.get("kind") == "hwaksan-real-statistics" and meta.get("key") == key and "feats" in tensors
-        return tensors if ok else None
+        tensors = load_entry(stem, _REAL_KIND, key)  # None: computed and written again
+        return tensors if tensors is not None and "feats" in tensors else None
 
     if len(indices) == total:
         seed = 0  # the whole split: the seed picks nothing
@@ -222,9 +219,9 @@ def real_statistics(
         )
     mu, cov = gaussian_statistics(feats)
     key, stem = entry(len(indices), seed)
-    meta = {"kind": "hwaksan-real-statistics", "key": key, "dataset": dataset, "split": split, "space": space,
-            "size": list(size), "n": len(indices), "seed": seed, "identity": ident}  # fmt: skip
-    save_tensors(stem, {"mu": mu, "cov": cov, "feats": feats, "indices": indices}, meta)
+    save_entry(stem, _REAL_KIND, key, {"mu": mu, "cov": cov, "feats": feats, "indices": indices},
+               dataset=dataset, split=split, space=space, size=list(size), n=len(indices), seed=seed,
+               identity=ident)  # fmt: skip
     return RealStatistics(mu, cov, feats, indices, dataset, split, space, name, seed)
 
 
@@ -254,21 +251,11 @@ def cached_image_features(
     digest = hashlib.sha256(images.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
     key = config_key({"images": digest, "shape": list(images.shape), **ident})
     stem = Path(folder) / f"features-{space}-n{len(images)}-{key}"
-    try:
-        tensors, meta = load_tensors(stem)
-        if meta.get("kind") == "hwaksan-sample-features" and meta.get("key") == key:
-            return tensors["feats"]
-    except (CheckpointError, OSError, ValueError, KeyError):
-        pass  # missing or unreadable: computed and written again
+    hit = load_entry(stem, _SAMPLE_KIND, key)  # None: computed and written again
+    if hit is not None and "feats" in hit:
+        return hit["feats"]
     feats = image_features(
         images, space, dataset, progress=progress, cache_dir=cache_dir, **classifier_kwargs
     )
-    meta = {
-        "kind": "hwaksan-sample-features",
-        "key": key,
-        "space": space,
-        "n": len(images),
-        "identity": ident,
-    }
-    save_tensors(stem, {"feats": feats}, meta)
+    save_entry(stem, _SAMPLE_KIND, key, {"feats": feats}, space=space, n=len(images), identity=ident)
     return feats

@@ -1,15 +1,19 @@
 """Generate many samples from a trained model in resumable shards.
 
 Sample ``i`` is drawn with its own generator seeded ``seed + i`` (and, for a class-conditional
-model, label ``i % K``), so it is the same image whatever the shard or batch size. Shards of
-``shard_size`` images (the last one possibly fewer) are written atomically to
-``FOLDER/shard_<start>.safetensors`` (+ ``.json``) as they finish; a later call with
+model, label ``i % K``), so it is the same image whatever the shard or batch size. Samples are
+drawn in the model's data space and decoded to its output space
+(:meth:`hwaksan.io.artifact.TrainedModel.sample`): a latent-diffusion model's shards hold pixels,
+never latents. Shards of ``shard_size`` images (the last one possibly fewer) are written atomically
+to ``FOLDER/shard_<start>.safetensors`` (+ ``.json``) as they finish; a later call with
 ``resume=True`` keeps every finished shard whose settings match and generates only the rest, so
 an interrupted evaluation loses at most one shard of work.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,10 +22,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ..io.artifact import TrainedModel
 from ..io.checkpoint import CheckpointError, load_tensors, read_metadata, save_tensors
-from ..samplers import sample
 
-__all__ = ["SampleSpec", "SamplesExistError", "generate_samples", "GeneratedSamples"]
+__all__ = ["SampleSpec", "SamplesExistError", "generate_samples", "GeneratedSamples", "shard_record"]
 
 
 class SamplesExistError(RuntimeError):
@@ -60,16 +64,13 @@ class SampleSpec:
 
 
 def _short(spec: SampleSpec) -> str:
-    import hashlib
-    import json
-
     return hashlib.sha256(json.dumps(spec.to_json(), sort_keys=True).encode()).hexdigest()[:8]
 
 
 @dataclass
 class GeneratedSamples:
-    """``images (n, C, H, W)``, ``labels (n,)`` or None, ``nfe`` per image, ``folder``, and how many
-    images were reused from earlier shards."""
+    """``images (n, *output_shape)`` (decoded), ``labels (n,)`` or None, ``nfe`` per image,
+    ``folder``, and how many images were reused from earlier shards."""
 
     images: torch.Tensor
     labels: torch.Tensor | None
@@ -88,9 +89,22 @@ def _labels(spec: SampleSpec, start: int, count: int, num_classes: int) -> torch
     return torch.arange(start, start + count) % num_classes
 
 
+def shard_record(model: TrainedModel, spec: SampleSpec, checkpoint: dict[str, Any] | None) -> dict[str, Any]:
+    """What a shard records about how its images were made (compared on resume): the sampler
+    settings, the checkpoint's identity and the output shape; for a latent model also the latent
+    shape, so shards of decoded images are never confused with shards of latents."""
+    record: dict[str, Any] = {
+        "spec": spec.to_json(),
+        "checkpoint": checkpoint or {},
+        "image_shape": list(model.output_shape),
+    }
+    if model.is_latent:
+        record["decoded_from"] = list(model.data_shape)
+    return record
+
+
 def generate_samples(
-    model: torch.nn.Module,
-    meta: dict[str, Any],
+    model: TrainedModel,
     spec: SampleSpec,
     n: int,
     folder: str | Path,
@@ -102,12 +116,12 @@ def generate_samples(
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> GeneratedSamples:
-    """Draw ``n`` images from ``model`` (a denoiser from :func:`hwaksan.io.checkpoint.load_model`)
-    into shards under ``folder`` (module docstring).
+    """Draw ``n`` outputs ``(n, *model.output_shape)`` of ``model`` into shards under ``folder``
+    (module docstring).
 
     Args:
-        model: the denoiser; ``meta`` its checkpoint metadata (``image_shape``, ``data_shape``,
-            ``num_classes``).
+        model: the trained model (:func:`hwaksan.io.artifact.load_trained`); it is moved to
+            ``device``. Its samples are decoded to output space before they are stored.
         spec: sampler settings.
         n: number of images (images ``0..n-1``).
         folder: where the shards go.
@@ -121,10 +135,8 @@ def generate_samples(
         SamplesExistError: shards exist and ``resume`` is off, or they were made with other settings.
     """
     folder = Path(folder)
-    image_shape = tuple(meta["image_shape"])
-    data_shape = tuple(meta.get("data_shape") or image_shape)
-    k = int(meta.get("num_classes") or 0)
-    record = {"spec": spec.to_json(), "checkpoint": checkpoint or {}, "image_shape": list(image_shape)}
+    output_shape = model.output_shape
+    record = shard_record(model, spec, checkpoint)
     existing = sorted(folder.glob("shard_*.json"))
     if existing and not resume:
         raise SamplesExistError(
@@ -146,7 +158,8 @@ def generate_samples(
     images, labels, nfe, reused = [], [], 0, 0
     bar = tqdm(total=n, desc=f"sampling ({spec.describe()})", disable=not progress, file=sys.stderr,
                dynamic_ncols=True)  # fmt: skip
-    model = model.to(device)
+    model.to(device)
+    grid = spec.grid if isinstance(spec.grid, str) else torch.tensor(spec.grid, dtype=torch.float64)
     for start in range(0, n, shard_size):
         count = min(shard_size, n - start)
         stem = folder / f"shard_{start:07d}"
@@ -160,16 +173,14 @@ def generate_samples(
                 bar.update(count)
                 continue
         shard_x, shard_nfe = [], 0
-        shard_y = _labels(spec, start, count, k)
+        shard_y = _labels(spec, start, count, model.num_classes)
         for b in range(start, start + count, batch_size):
             m_b = min(batch_size, start + count - b)
             gens = [torch.Generator(device=device).manual_seed(spec.seed + i) for i in range(b, b + m_b)]
             cond = None if shard_y is None else shard_y[b - start : b - start + m_b].to(device)
-            grid = spec.grid if isinstance(spec.grid, str) else torch.tensor(spec.grid, dtype=torch.float64)
-            with torch.no_grad():
-                res = sample(model, (m_b, *data_shape), sampler=spec.sampler, steps=spec.steps, grid=grid,
-                             cond=cond, generator=gens, device=device, **spec.options)  # fmt: skip
-            shard_x.append(res.x.reshape(m_b, *image_shape).float().cpu())
+            res = model.sample(m_b, sampler=spec.sampler, steps=spec.steps, grid=grid, cond=cond,
+                               generator=gens, device=device, **spec.options)  # fmt: skip
+            shard_x.append(res.x.float().cpu())
             shard_nfe = res.nfe
             bar.update(m_b)
         x = torch.cat(shard_x)
@@ -180,6 +191,6 @@ def generate_samples(
         labels.append(shard_y)
         nfe = shard_nfe
     bar.close()
-    x = torch.cat(images) if images else torch.empty(0, *image_shape)
+    x = torch.cat(images) if images else torch.empty(0, *output_shape)
     y = None if not labels or labels[0] is None else torch.cat(labels)
     return GeneratedSamples(x, y, nfe, folder, reused)

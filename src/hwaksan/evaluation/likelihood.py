@@ -11,8 +11,9 @@ The divergence is exact (one backward pass per dimension) or Hutchinson's unbias
 ``P(k) = int_[0,1)^D p(a (k + u - 1/2) + b) a^D du`` (uniform dequantisation, centred on ``x``;
 Theis et al. 2016), and by Jensen's inequality
 ``-log P(k) <= E_u[-log p(x + a (u - 1/2))] - D log a``. In bits per dimension:
-``bits/dim = NLL_x / (D ln 2) - log2(a)``, with ``-log2(2/255) = log2(127.5) = 6.994`` (the SPEC's
-``+7`` is for ``a = 1/128``). With ``levels`` other than 256, ``a = 2 / (levels - 1)``.
+``bits/dim = NLL_x / (D ln 2) - log2(a)``, with ``-log2(2/255) = log2(127.5) = 6.994`` (the round
+``+7`` often quoted is ``log2(128)``, for ``a = 1/128``). With ``levels`` other than 256,
+``a = 2 / (levels - 1)``.
 
 Example:
     >>> from hwaksan.evaluation.likelihood import dequantization_offset_bits

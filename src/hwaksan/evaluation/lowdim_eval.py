@@ -16,10 +16,10 @@ from typing import Any
 import torch
 
 from ..data.toy import TOY_DATASETS, get_toy_dataset
-from ..samplers import sample
+from ..io.artifact import TrainedModel
 from .lowdim import mean_log_likelihood, mmd, sliced_wasserstein
 
-__all__ = ["LOWDIM_METRICS", "BANDWIDTHS", "is_lowdim", "lowdim_metrics", "lowdim_samples", "spread"]
+__all__ = ["LOWDIM_METRICS", "BANDWIDTHS", "toy_dataset_of", "lowdim_metrics", "lowdim_samples", "spread"]
 
 LOWDIM_METRICS = ("sw", "mmd", "loglik")
 """Sliced Wasserstein distance, MMD^2, mean log-likelihood under the true density."""
@@ -27,28 +27,41 @@ BANDWIDTHS = (0.1, 0.3, 1.0)
 _REFERENCE_SEED = 10_000  # true samples of run s use seed _REFERENCE_SEED + s (the floor: + 1000)
 
 
-def is_lowdim(meta: dict[str, Any]) -> bool:
-    """Whether checkpoint metadata describes a 2-D model of ``hwaksan train --data``."""
-    return not meta.get("image_shape") and meta.get("data") in TOY_DATASETS
+def toy_dataset_of(model: TrainedModel, override: str | None = None) -> str:
+    """The 2-D data set ``model`` is compared with: ``override``, else the one it was trained on.
+
+    Raises:
+        ValueError: not a 2-D model, or no known 2-D data set (one line naming the fix).
+    """
+    if not model.is_lowdim:
+        raise ValueError(f"the 2-D metrics need a model of points; this is a {model.describe()} model")
+    name = override or model.dataset
+    if name not in TOY_DATASETS:
+        got = f"{name!r} is not one" if name else "the model names none"
+        raise ValueError(
+            f"the 2-D metrics compare with a toy data set ({got}): pass --dataset NAME, one of "
+            f"{', '.join(TOY_DATASETS)}"
+        )
+    return str(name)
 
 
 @torch.no_grad()
 def lowdim_samples(
-    model, meta: dict[str, Any], n: int, *, sampler: str, steps: int, grid, seed: int, options: dict
+    model: TrainedModel, n: int, *, sampler: str, steps: int, grid, seed: int, options: dict
 ) -> tuple[torch.Tensor, int]:
-    """``(samples (n, D), NFE)``; sample ``i`` uses seed ``seed + i``.
+    """``(samples (n, D), NFE)`` of a 2-D model (:meth:`TrainedModel.sample`, decoded); sample
+    ``i`` uses seed ``seed + i``.
 
     Raises:
         ValueError: a flow from a non-Gaussian source (``hwaksan sample`` draws those).
     """
-    if meta.get("source", "gaussian") != "gaussian":
+    if model.source != "gaussian":
         raise ValueError(
-            f"this 2-D flow starts from {meta['source']!r}, not Gaussian noise: evaluate its samples "
+            f"this 2-D flow starts from {model.source!r}, not Gaussian noise: evaluate its samples "
             "with hwaksan sample --out FILE.png (CSV beside it) and hwaksan.evaluation.lowdim"
         )
-    dim = int(model.net.config["dim"])
-    gens = [torch.Generator().manual_seed(seed + i) for i in range(n)]
-    res = sample(model, (n, dim), sampler=sampler, steps=steps, grid=grid, generator=gens, **options)
+    gens = [torch.Generator(device=model.device).manual_seed(seed + i) for i in range(n)]
+    res = model.sample(n, sampler=sampler, steps=steps, grid=grid, generator=gens, **options)
     return res.x.float().cpu(), res.nfe
 
 

@@ -1,9 +1,11 @@
-"""Evaluate a trained image model end to end: the engine behind ``hwaksan evaluate``.
+"""Evaluate a trained model end to end: the engine behind ``hwaksan evaluate``.
 
-:func:`evaluate_checkpoint` loads a checkpoint of ``hwaksan train``, draws ``n x seeds`` samples
-into resumable shards (:mod:`hwaksan.evaluation.generate`), computes the asked metrics against
-cached real-data statistics, and returns the report that :mod:`hwaksan.evaluation.report` writes
-as ``report.json`` and ``report.html``.
+:func:`evaluate_model` takes a :class:`~hwaksan.io.artifact.TrainedModel` (pixel, latent or 2-D),
+draws ``n x seeds`` samples into resumable shards (:mod:`hwaksan.evaluation.generate`), decoded
+to the model's output space (a latent model's samples are pixels before any metric sees them),
+computes the asked metrics against cached real-data statistics, and returns the report that
+:mod:`hwaksan.evaluation.report` writes as ``report.json`` and ``report.html``.
+:func:`evaluate_checkpoint` is :func:`~hwaksan.io.artifact.load_trained` followed by it.
 
 Seeds: run ``s`` of ``seeds`` uses generated images ``s n .. (s + 1) n - 1`` (image ``j`` drawn with
 seed ``seed + j``) and its own random subset of real images, so the spread over runs includes
@@ -23,16 +25,25 @@ from typing import Any
 import torch
 
 from ..data.images import dataset_info
-from ..io.checkpoint import CheckpointError, load_model, load_tensors
+from ..io.artifact import TrainedModel, load_trained
 from .classifier import class_entropy, classifier_logits, dataset_classifier
 from .features import cached_image_features, load_split, real_statistics, subset_indices
 from .frechet import SmallSampleWarning, frechet_distance, min_samples_fd
 from .generate import SampleSpec, generate_samples
-from .lowdim_eval import LOWDIM_METRICS, is_lowdim, lowdim_metrics, lowdim_samples, spread
+from .likelihood import image_nll
+from .lowdim_eval import LOWDIM_METRICS, lowdim_metrics, lowdim_samples, spread, toy_dataset_of
 from .manifold import MIN_SAMPLES_PR, knn_radii, manifold_coverage
-from .neighbours import nearest_neighbours, neighbour_summary
+from .neighbours import nearest_neighbours, neighbour_summary, save_neighbour_grid
+from .vlb import vlb_bits_per_dim
 
-__all__ = ["METRICS", "EvalConfig", "MetricUnavailable", "evaluate_checkpoint", "load_checkpoint_model"]
+__all__ = [
+    "METRICS",
+    "EvalConfig",
+    "MetricUnavailable",
+    "check_metrics",
+    "evaluate_checkpoint",
+    "evaluate_model",
+]
 
 IMAGE_METRICS = ("fd", "precision", "recall", "accuracy", "nn", "nll", "vlb")
 """Image metrics: Frechet distance, precision, recall (in each feature space), class accuracy and
@@ -43,6 +54,7 @@ mean log-likelihood under the true density)."""
 DEFAULT_METRICS = {"image": ("fd", "precision", "recall", "accuracy", "nn"), "2d": LOWDIM_METRICS}
 
 _FEATURE_METRICS = ("fd", "precision", "recall")
+_LIKELIHOODS = ("nll", "vlb")
 
 
 class MetricUnavailable(RuntimeError):
@@ -53,7 +65,7 @@ class MetricUnavailable(RuntimeError):
 class EvalConfig:
     """Settings of one evaluation (the CLI's options; see ``hwaksan evaluate --help``)."""
 
-    metrics: tuple[str, ...] | None = None  # None: DEFAULT_METRICS of the checkpoint's kind
+    metrics: tuple[str, ...] | None = None  # None: DEFAULT_METRICS of the model's kind
     n: int = 2000
     spec: SampleSpec = field(default_factory=SampleSpec)
     spaces: tuple[str, ...] = ("effnet", "classifier")
@@ -75,58 +87,58 @@ class EvalConfig:
     cache_dir: str | None = None
 
 
-def load_checkpoint_model(
-    checkpoint: str | Path, ema: int = 0, use_ema: bool = True, lowdim: bool = False
-) -> tuple[torch.nn.Module, dict[str, Any], Path]:
-    """``(denoiser, metadata, checkpoint path)`` as ``hwaksan sample`` loads it: EMA ``ema`` of the
-    checkpoint (or the raw weights without ``use_ema``); with ``lowdim``, 2-D models too."""
-    from ..io.checkpoint import resolve_checkpoint
-
-    path = resolve_checkpoint(checkpoint)
-    model, meta = load_model(path, use_ema=use_ema)
-    if ema and use_ema:
-        decays = meta.get("ema_decays", [])
-        if not 0 <= ema < len(decays):
-            raise CheckpointError(f"--ema {ema}: the checkpoint has EMAs 0..{len(decays) - 1} ({decays})")
-        tensors, _ = load_tensors(path)
-        prefix = f"ema{ema}."
-        model.net.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
-    if not meta.get("image_shape") and not (lowdim and is_lowdim(meta)):
-        raise CheckpointError(f"{path} has no image_shape: not an image checkpoint from hwaksan train")
-    return model, meta, path
-
-
 def _likelihood_function(metric: str):
-    """The other half of issue 5: ``image_nll`` / ``vlb_bits_per_dim``, or MetricUnavailable."""
-    module, name = {"nll": ("likelihood", "image_nll"), "vlb": ("vlb", "vlb_bits_per_dim")}[metric]
-    try:
-        mod = __import__(f"hwaksan.evaluation.{module}", fromlist=[name])
-        return getattr(mod, name)
-    except (ImportError, AttributeError):
-        raise MetricUnavailable(
-            f"metric {metric!r} is not available yet: hwaksan.evaluation.{module}.{name} is missing "
-            f"in this version; drop {metric!r} from --metrics"
-        ) from None
+    """The bits/dim estimator of ``metric``: :func:`~hwaksan.evaluation.likelihood.image_nll`
+    (PF-ODE, Song et al. 2021) or :func:`~hwaksan.evaluation.vlb.vlb_bits_per_dim` (the bound
+    L_vlb of Ho et al. 2020, Nichol & Dhariwal 2021)."""
+    return {"nll": image_nll, "vlb": vlb_bits_per_dim}[metric]
 
 
 def check_metrics(metrics: Sequence[str]) -> None:
-    """Refuse unknown or unavailable metrics before any work starts."""
+    """Refuse unknown metrics before any work starts.
+
+    Raises:
+        MetricUnavailable: a name not in :data:`METRICS`.
+    """
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise MetricUnavailable(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
-    for m in metrics:
-        if m in ("nll", "vlb"):
-            _likelihood_function(m)
 
 
-def _dataset_of(meta: dict[str, Any], override: str | None) -> str:
-    if override:
-        return override
-    data = meta.get("data") or {}
-    name = data.get("name") if isinstance(data, dict) else data
+def _model_kind(model: TrainedModel) -> str:
+    """``"2d"`` for a model of points, ``"image"`` for one of images (pixel or latent)."""
+    if model.is_lowdim:
+        return "2d"
+    if model.is_image:
+        return "image"
+    raise ValueError(f"evaluate measures image and 2-D models; this is a {model.describe()} model")
+
+
+def _check_kind(model: TrainedModel, kind: str, metrics: Sequence[str]) -> None:
+    wrong = [m for m in metrics if (m in LOWDIM_METRICS) != (kind == "2d")]
+    if wrong:
+        raise MetricUnavailable(
+            f"{', '.join(wrong)} cannot be measured on a {'2-D' if kind == '2d' else 'image'} model; "
+            f"choose from {', '.join(IMAGE_METRICS if kind == 'image' else LOWDIM_METRICS)}"
+        )
+    latent = [m for m in metrics if m in _LIKELIHOODS and model.is_latent]
+    if latent:
+        raise MetricUnavailable(
+            f"{', '.join(latent)} measure the density of pixels, and a latent-diffusion model's is over "
+            f"latents: drop {', '.join(latent)} from --metrics"
+        )
+
+
+def _dataset_of(model: TrainedModel, override: str | None) -> str:
+    name = override or model.dataset
     if not name:
-        raise CheckpointError("the checkpoint does not name its data set: pass --dataset NAME")
+        raise ValueError("the model does not name its data set: pass --dataset NAME")
     return str(name)
+
+
+def _identity(model: TrainedModel) -> dict[str, Any]:
+    """The checkpoint's identity as shards and reports record it."""
+    return {"path": None if model.path is None else str(model.path), "step": model.step, "ema": model.ema}
 
 
 def _reference_split(dataset: str, split: str | None) -> str:
@@ -230,14 +242,18 @@ def _collect(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-def _likelihood(metric: str, model, dataset: str, ref_split: str, size, cfg: EvalConfig) -> dict[str, Any]:
+def _likelihood(
+    metric: str, model: TrainedModel, dataset: str, ref_split: str, size, cfg: EvalConfig
+) -> dict[str, Any]:
+    """Bits/dim of ``cfg.likelihood_n`` held-out images under a pixel-space model."""
     fn = _likelihood_function(metric)
     images = load_split(dataset, ref_split, size)
     idx = subset_indices(len(images), min(cfg.likelihood_n, len(images)), seed=12345)
     start = time.perf_counter()
     gens = [torch.Generator(device=cfg.device).manual_seed(cfg.spec.seed + i) for i in range(len(idx))]
+    x = model.encode(images[idx].to(cfg.device))  # a reshape for pixel models
     # cond=None: the unconditional density p(x) (a class-conditional model's null class)
-    res = fn(model, images[idx].to(cfg.device), generator=gens, progress=cfg.progress)
+    res = fn(model.denoiser, x, generator=gens, progress=cfg.progress)
     return {
         "bits_per_dim": float(res.bits_per_dim),
         "std_error": float(res.std_error),
@@ -251,42 +267,60 @@ def _likelihood(metric: str, model, dataset: str, ref_split: str, size, cfg: Eva
 def evaluate_checkpoint(
     checkpoint: str | Path, out: str | Path, cfg: EvalConfig, resume: bool = False
 ) -> dict[str, Any]:
-    """Evaluate a checkpoint (module docstring); writes samples under ``out/samples`` and returns the
-    report (a JSON-able dict; :func:`hwaksan.evaluation.report.write_report` writes it).
+    """Evaluate a checkpoint: :func:`~hwaksan.io.artifact.load_trained` (EMA ``cfg.ema``, or the
+    raw weights without ``cfg.use_ema``), then :func:`evaluate_model`.
 
     Raises:
-        MetricUnavailable: an unknown metric, or nll / vlb before they exist.
+        MetricUnavailable: an unknown metric, or one that does not apply to the model.
         CheckpointError: no usable checkpoint.
         SamplesExistError: ``out`` holds samples and ``resume`` is off (or they differ).
+        ValueError: a model evaluate cannot measure, or a data set it cannot find.
+    """
+    check_metrics(cfg.metrics or ())
+    model = load_trained(checkpoint, ema=cfg.ema if cfg.use_ema else None)
+    return evaluate_model(model, out, cfg, resume=resume)
+
+
+def evaluate_model(
+    model: TrainedModel, out: str | Path, cfg: EvalConfig, resume: bool = False
+) -> dict[str, Any]:
+    """Evaluate a trained model (module docstring); writes samples under ``out/samples`` and
+    returns the report (a JSON-able dict; :func:`hwaksan.evaluation.report.write_report` writes it).
+
+    Args:
+        model: a pixel, latent or 2-D model; it is moved to ``cfg.device``.
+        out: the evaluation folder (samples, pictures).
+        cfg: what to measure and how to sample.
+        resume: reuse the sample shards already in ``out``.
+
+    Raises:
+        MetricUnavailable: an unknown metric, or one that does not apply to the model.
+        SamplesExistError: ``out`` holds samples and ``resume`` is off (or they differ).
+        ValueError: a model evaluate cannot measure, or a data set it cannot find.
     """
     check_metrics(cfg.metrics or ())
     log = _Log(cfg.progress)
     out = Path(out)
     t0 = time.perf_counter()
-    model, meta, path = load_checkpoint_model(checkpoint, cfg.ema, cfg.use_ema, lowdim=True)
-    kind = "2d" if is_lowdim(meta) else "image"
+    kind = _model_kind(model)
     metrics = list(cfg.metrics or DEFAULT_METRICS[kind])
-    wrong = [m for m in metrics if (m in LOWDIM_METRICS) != (kind == "2d")]
-    if wrong:
-        raise MetricUnavailable(
-            f"{', '.join(wrong)} cannot be measured on a {'2-D' if kind == '2d' else 'image'} model; "
-            f"choose from {', '.join(IMAGE_METRICS if kind == 'image' else LOWDIM_METRICS)}"
-        )
+    _check_kind(model, kind, metrics)
     if kind == "2d":
-        return _evaluate_lowdim(model, meta, path, cfg, metrics, t0)
-    model = model.to(cfg.device)
-    dataset = _dataset_of(meta, cfg.dataset)
+        return _evaluate_lowdim(model, cfg, metrics, t0)
+    model.to(cfg.device)
+    dataset = _dataset_of(model, cfg.dataset)
     ref_split = _reference_split(dataset, cfg.reference_split)
-    k = int(meta.get("num_classes") or 0)
-    ident = {"path": str(path), "step": meta.get("step"), "ema": cfg.ema if cfg.use_ema else None}
-    log(f"{path} (step {meta.get('step')}), data set {dataset}, reference split {ref_split}")
+    k = model.num_classes
+    ident = _identity(model)
+    log(f"{model.path} (step {model.step}): {model.describe()}")
+    log(f"data set {dataset}, reference split {ref_split}")
     warn_list: list[str] = []
     if "accuracy" in metrics and (not k or cfg.spec.uncond):
         warn_list.append("accuracy: the samples are unconditional, so only the class entropies are reported")
 
     def draw(spec: SampleSpec, n: int):
         return generate_samples(
-            model, meta, spec, n, out / "samples" / spec.folder_name(), checkpoint=ident,
+            model, spec, n, out / "samples" / spec.folder_name(), checkpoint=ident,
             shard_size=cfg.shard_size, batch_size=cfg.batch_size, resume=resume, device=cfg.device,
             progress=cfg.progress,
         )  # fmt: skip
@@ -336,13 +370,11 @@ def evaluate_checkpoint(
         summary = neighbour_summary(d_fake[:, 0], d_real[:, 0])
         summary.update(train_split=cfg.train_split, train_n=len(train), heldout_split=ref_split)
         result["nn"] = summary
-        from .neighbours import save_neighbour_grid
-
         out.mkdir(parents=True, exist_ok=True)
         save_neighbour_grid(fake0, train, d_fake, i_fake, out / "nearest_neighbours.png")
         files["nearest_neighbours"] = "nearest_neighbours.png"
         timings["nn"] = time.perf_counter() - start
-    for metric in ("nll", "vlb"):
+    for metric in _LIKELIHOODS:
         if metric in metrics:
             log(f"{metric} on {cfg.likelihood_n} {ref_split} images")
             start = time.perf_counter()
@@ -352,10 +384,13 @@ def evaluate_checkpoint(
     if cfg.sweep_samplers:
         sweep = _sweep(cfg, draw, gen, dataset, ref_split, metrics)
     timings["total"] = time.perf_counter() - t0
+    checkpoint = {**ident, "dataset": dataset, "image_shape": list(model.output_shape), "num_classes": k}
+    if model.is_latent:
+        checkpoint["latent_shape"] = list(model.data_shape)
     return {
         "kind": "hwaksan-evaluation",
         "model_kind": "image",
-        "checkpoint": {**ident, "dataset": dataset, "image_shape": meta["image_shape"], "num_classes": k},
+        "checkpoint": checkpoint,
         "sampler": {**cfg.spec.to_json(), "nfe": gen.nfe},
         "n": cfg.n,
         "seeds": cfg.seeds,
@@ -400,26 +435,25 @@ def _sweep(cfg: EvalConfig, draw, main, dataset: str, ref_split: str, metrics) -
     return rows
 
 
-def _evaluate_lowdim(model, meta: dict[str, Any], path: Path, cfg: EvalConfig, metrics, t0: float) -> dict:
-    """The 2-D branch of :func:`evaluate_checkpoint` (:mod:`hwaksan.evaluation.lowdim_eval`): no
+def _evaluate_lowdim(model: TrainedModel, cfg: EvalConfig, metrics: list[str], t0: float) -> dict[str, Any]:
+    """The 2-D branch of :func:`evaluate_model` (:mod:`hwaksan.evaluation.lowdim_eval`): no
     shards (2-D sampling takes seconds), the same report layout."""
+    dataset = toy_dataset_of(model, cfg.dataset)
     spec = cfg.spec
     grid = spec.grid if isinstance(spec.grid, str) else torch.tensor(spec.grid, dtype=torch.float64)
     total = cfg.n * cfg.seeds
     start = time.perf_counter()
-    x, nfe = lowdim_samples(model, meta, total, sampler=spec.sampler, steps=spec.steps, grid=grid,
+    x, nfe = lowdim_samples(model, total, sampler=spec.sampler, steps=spec.steps, grid=grid,
                             seed=spec.seed, options=spec.options)  # fmt: skip
     timings = {"sampling": time.perf_counter() - start}
-    result = lowdim_metrics(x, meta["data"], metrics, cfg.n, cfg.seeds)
+    result = lowdim_metrics(x, dataset, metrics, cfg.n, cfg.seeds)
     sweep = []
     for sampler in cfg.sweep_samplers:
         for steps in cfg.sweep_steps:
             n = cfg.sweep_n or cfg.n
-            xs, nfe_s = lowdim_samples(model, meta, n, sampler=sampler, steps=int(steps), grid=grid,
+            xs, nfe_s = lowdim_samples(model, n, sampler=sampler, steps=int(steps), grid=grid,
                                        seed=spec.seed, options={})  # fmt: skip
-            res = lowdim_metrics(
-                xs, meta["data"], [m for m in metrics if m != "loglik"] or ["sw"], n, 1, False
-            )
+            res = lowdim_metrics(xs, dataset, [m for m in metrics if m != "loglik"] or ["sw"], n, 1, False)
             row: dict[str, Any] = {"sampler": sampler, "steps": int(steps), "nfe": nfe_s, "n": n}
             row.update({m: e["metric"]["value"] for m, e in res.items()})
             sweep.append(row)
@@ -433,16 +467,16 @@ def _evaluate_lowdim(model, meta: dict[str, Any], path: Path, cfg: EvalConfig, m
         "kind": "hwaksan-evaluation",
         "model_kind": "2d",
         "checkpoint": {
-            "path": str(path),
-            "step": meta.get("step"),
-            "dataset": meta["data"],
+            "path": None if model.path is None else str(model.path),
+            "step": model.step,
+            "dataset": dataset,
             "image_shape": None,
             "num_classes": 0,
         },  # fmt: skip
         "sampler": {**spec.to_json(), "nfe": nfe},
         "n": cfg.n,
         "seeds": cfg.seeds,
-        "reference": {"dataset": meta["data"], "split": "fresh samples", "train_split": None},
+        "reference": {"dataset": dataset, "split": "fresh samples", "train_split": None},
         "metrics_requested": metrics,
         "metrics": result,
         "sweep": sweep,

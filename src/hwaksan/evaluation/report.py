@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from ..data.toy import get_toy_dataset
 from ..plotting import plot_metric_vs_nfe, plot_samples_2d, save_image_grid
 
 __all__ = ["write_report", "metric_rows"]
@@ -153,8 +154,6 @@ def write_report(report: dict[str, Any], out: str | Path) -> dict[str, Path]:
     points: torch.Tensor | None = report.pop("_points", None)
     paths: dict[str, Path] = {}
     if points is not None and len(points):
-        from ..data.toy import get_toy_dataset
-
         data = get_toy_dataset(report["checkpoint"]["dataset"]).sample(len(points), 10_000)
         title = f"{report['sampler']['sampler']}, {report['sampler']['nfe']} NFE"
         paths["samples"] = plot_samples_2d({"data": data, title: points}, out / "samples.png", cols=2)
@@ -183,6 +182,8 @@ def _html(report: dict[str, Any], out: Path) -> str:
     ck, sp = report["checkpoint"], report["sampler"]
     classes = f", {ck['num_classes']} classes" if ck.get("num_classes") else ""
     shape = f"images {ck['image_shape']}" if ck.get("image_shape") else "2-D points"
+    if ck.get("latent_shape"):
+        shape += f" decoded from latents {ck['latent_shape']}"
     reference = (
         f"{report['reference']['split']} split" if ck.get("image_shape") else "fresh samples of the data"
     )

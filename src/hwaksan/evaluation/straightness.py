@@ -3,7 +3,7 @@
 For the flow ``dX_t/dt = v(X_t, t)`` that carries the source ``X_1`` (t = 1) to the data ``X_0``
 (t = 0) the straightness is
 
-    S = int_0^1 E || (X_1 - X_0) - v(X_t, t) ||^2 dt          (SPEC appendix),
+    S = int_0^1 E || (X_1 - X_0) - v(X_t, t) ||^2 dt          (Liu et al. 2022, eq. 4),
 
 zero exactly when every path is a straight line walked at constant speed (then one Euler step is
 exact), and the transport cost of the coupling ``(X_0, X_1)`` the flow induces is

@@ -8,16 +8,17 @@ and from pixels:
 - :meth:`LatentModel.sample` draws latents with :func:`hwaksan.samplers.sample` and decodes them;
 - :meth:`LatentModel.apply` runs any task written for pixel-space denoisers
   (``task(denoiser, x0, ...) -> SampleResult``, e.g. :func:`hwaksan.tasks.edit.sdedit`,
-  :func:`hwaksan.tasks.inpaint.inpaint`) in latent space: the images are encoded, a pixel mask is
-  down-sampled to the latent grid (:meth:`LatentModel.latent_mask`), the task runs on latents, the
-  result is decoded and, for inpainting, the known pixels are pasted back;
+  :func:`hwaksan.tasks.inpaint.inpaint`) in latent space through
+  :func:`hwaksan.io.codec.apply_through_codec`: the images are encoded, a pixel mask is
+  down-sampled to the latent grid (:func:`hwaksan.io.codec.min_pool_mask`), the task runs on
+  latents, the result is decoded and, for inpainting, the known pixels are pasted back;
 - guidance composes the usual way: ``LatentModel(ClassifierFreeGuidance(denoiser, w), autoencoder)``.
 
 The autoencoder is duck-typed (this module imports no network): it needs ``encode_latents(x)``,
 ``decode_latents(z)`` and ``factor`` (the down-sampling factor), as
-:class:`hwaksan.models.vae.AutoencoderKL` has. No new math: the mask rule is the only choice made
-here (a latent cell is *known* only when every pixel of its ``f x f`` patch is known: min-pooling,
-so that no unknown pixel is ever held fixed).
+:class:`hwaksan.models.vae.AutoencoderKL` has. A trained latent model loaded with
+:func:`hwaksan.io.artifact.load_trained` carries the same maps as its
+:class:`~hwaksan.io.codec.VAECodec` (``model.sample``, ``model.apply``).
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
-import torch.nn.functional as F
 
 from .._typing import Cond, Denoiser
+from ..io.codec import apply_through_codec, min_pool_mask
 from ..samplers import SampleResult, sample
 
 __all__ = ["Autoencoder", "LatentModel"]
@@ -45,7 +46,8 @@ class Autoencoder(Protocol):
 
 
 class LatentModel:
-    """A latent-space denoiser with its autoencoder.
+    """A latent-space denoiser with its autoencoder (also a :class:`hwaksan.io.codec.Codec`
+    between pixels and latents, without fixed shapes).
 
     Args:
         denoiser: ``D(z_t, t, cond)`` on normalised latents ``(B, c, h, w)`` (possibly wrapped, e.g.
@@ -60,6 +62,8 @@ class LatentModel:
         edited = lm.apply(sdedit, images, 0.5, cond=new_cond).x
         filled = lm.apply(inpaint, images, mask=mask, resample=5).x
     """
+
+    is_identity = False  # a lossy codec: apply_through_codec pastes known pixels back
 
     def __init__(self, denoiser: Denoiser, autoencoder: Autoencoder, clamp: bool = True) -> None:
         self.denoiser = denoiser
@@ -84,16 +88,10 @@ class LatentModel:
 
     def latent_mask(self, mask: torch.Tensor) -> torch.Tensor:
         """A pixel mask ``(B or 1, 1 or C, H, W)`` (1 = known) on the latent grid ``(B or 1, 1, H/f,
-        W/f)``: a cell is 1 only where its whole ``f x f`` patch is known in every channel
-        (min-pooling), else 0."""
-        mask = torch.as_tensor(mask, dtype=torch.float32)
-        if mask.ndim != 4:
-            raise ValueError(f"mask must be (B, C, H, W) with C = 1 or the image's, got {tuple(mask.shape)}")
-        f = int(self.autoencoder.factor)
-        if mask.shape[-2] % f or mask.shape[-1] % f:
-            raise ValueError(f"mask sides {tuple(mask.shape[-2:])} are not multiples of the factor {f}")
-        known = mask.amin(dim=1, keepdim=True)
-        return -F.max_pool2d(-known, f) if f > 1 else known
+        W/f)``: :func:`hwaksan.io.codec.min_pool_mask` with the autoencoder's factor."""
+        return min_pool_mask(mask, int(self.autoencoder.factor))
+
+    data_mask = latent_mask  # the Codec protocol's name
 
     @torch.no_grad()
     def sample(self, n: int, latent_shape: tuple[int, ...], **kwargs: Any) -> SampleResult:
@@ -102,7 +100,6 @@ class LatentModel:
         out = sample(self.denoiser, (n, *latent_shape), **kwargs)
         return SampleResult(self.decode(out.x), out.ts, out.nfe)
 
-    @torch.no_grad()
     def apply(
         self,
         task: Callable[..., SampleResult],
@@ -112,7 +109,8 @@ class LatentModel:
         paste_known: bool = True,
         **kwargs: Any,
     ) -> SampleResult:
-        """Run ``task(denoiser, latents, *args, [mask=latent_mask,] **kwargs)`` and decode.
+        """Run ``task(denoiser, latents, *args, [mask=latent_mask,] **kwargs)`` and decode
+        (:func:`hwaksan.io.codec.apply_through_codec` with this model as the codec).
 
         Args:
             task: a pixel-space task, ``task(denoiser, x0, ...) -> SampleResult``.
@@ -123,13 +121,10 @@ class LatentModel:
             paste_known: with a mask, copy the known pixels of ``images`` into the decoded result
                 (``m x + (1 - m) decode(z)``), since the autoencoder only approximates them.
             **kwargs: passed on (``cond``, ``sampler``, ``steps``, ``generator``, ...).
+
+        Returns:
+            the task's result with ``x (B, C, H, W)`` decoded.
         """
-        z = self.encode(images)
-        if mask is not None:
-            kwargs["mask"] = self.latent_mask(mask).to(z)
-        out = task(self.denoiser, z, *args, **kwargs)
-        x = self.decode(out.x)
-        if mask is not None and paste_known:
-            m = torch.as_tensor(mask, dtype=x.dtype, device=x.device)
-            x = m * images.to(x) + (1 - m) * x
-        return SampleResult(x, out.ts, out.nfe)
+        return apply_through_codec(
+            task, self.denoiser, self, images, *args, mask=mask, paste_known=paste_known, **kwargs
+        )

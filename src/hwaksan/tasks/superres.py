@@ -1,9 +1,9 @@
-"""Super-resolution and cascades (SPEC section 6; Saharia et al. 2022, SR3; Ho et al. 2022, cascades).
+"""Super-resolution and cascades (Saharia et al. 2022, SR3; Ho et al. 2022, cascaded diffusion).
 
 A super-resolution (SR) model is a denoiser of high-resolution images ``x (B, C, H, W)`` whose network
 also receives the bicubic-upsampled low-resolution image as extra input channels
-(``cond["image"]``). With **noise-conditioning augmentation** (Ho et al. 2022, sec. 3.2; SPEC
-appendix) that image is itself noised, ``z = alpha(s) u + sigma(s) eps`` with ``u`` the upsampled
+(``cond["image"]``). With **noise-conditioning augmentation** (Ho et al. 2022, sec. 3.2) that
+image is itself noised, ``z = alpha(s) u + sigma(s) eps`` with ``u`` the upsampled
 image and ``s`` a time of the model's process, and the network sees ``s`` as ``cond["aug_level"]``:
 training draws ``s ~ U[0, aug_max]`` (:mod:`hwaksan.training.superres`), sampling fixes ``s``.
 Augmentation makes the SR stage robust to the artefacts of a base model's samples, which it never
