@@ -40,14 +40,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from hwaksan.commands.flows import flow_report, simulate_pairs, train_on_pairs_2d  # noqa: E402
 from hwaksan.data.toy import get_toy_dataset  # noqa: E402
+from hwaksan.evaluation.flow_report import flow_report  # noqa: E402
 from hwaksan.evaluation.lowdim import sliced_wasserstein  # noqa: E402
 from hwaksan.io.checkpoint import load_model, save_model  # noqa: E402
 from hwaksan.models.mlp import MLP  # noqa: E402
 from hwaksan.parameterizations import ModelDenoiser  # noqa: E402
 from hwaksan.processes import LinearInterpolant  # noqa: E402
 from hwaksan.tasks.reflow import push_forward, source_sample  # noqa: E402
+from hwaksan.training.reflow import simulate_pairs, train_on_pairs_2d  # noqa: E402
 from hwaksan.training.simple import fit  # noqa: E402
 
 PROBLEMS = {"8gaussians-moons": ("8gaussians", "moons"), "noise-checkerboard": ("gaussian", "checkerboard")}

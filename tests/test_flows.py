@@ -211,9 +211,9 @@ def test_reflow_preserves_the_marginal_and_straightens(mixture2d):
     its samples are as close to the 1-RF's as two independent 1-RF sample sets are to each other
     (3x that sliced-Wasserstein noise floor at this sample size; a lost or misplaced component of
     weight >= 0.2 at distance ~1.5 would add >= 0.3), and its paths are straighter."""
-    from hwaksan.commands.flows import train_on_pairs_2d
     from hwaksan.models.mlp import MLP
     from hwaksan.parameterizations import ModelDenoiser
+    from hwaksan.training.reflow import train_on_pairs_2d
 
     oracle = GaussianMixtureDenoiser(mixture2d, LinearInterpolant())
     n = 1500
@@ -250,9 +250,9 @@ def test_reflow_preserves_the_marginal_and_straightens(mixture2d):
 
 
 def test_pair_shards_resume_to_the_uninterrupted_result(tmp_path, mixture2d):
-    from hwaksan.commands.flows import simulate_pairs
     from hwaksan.io.checkpoint import CheckpointError
     from hwaksan.training.pairs import PairShards
+    from hwaksan.training.reflow import simulate_pairs
 
     oracle = GaussianMixtureDenoiser(mixture2d, LinearInterpolant())
     kw = {"shape": (2,), "sampler": "heun", "steps": 4, "shard_size": 10, "batch_size": 4, "progress": False}

@@ -10,7 +10,7 @@ import torch
 from hwaksan.cli import main
 from hwaksan.data.images import ImageDataset, load_dataset
 from hwaksan.guidance import ClassifierFreeGuidance, ClassifierGuidance
-from hwaksan.io.checkpoint import load_model, resolve_checkpoint
+from hwaksan.io.artifact import load_trained
 from hwaksan.training.config import load_config
 from hwaksan.training.trainer import Trainer
 
@@ -91,9 +91,9 @@ def test_sample_with_guidance_writes_a_grid(run_dir, classifier, tmp_path, capsy
 def test_the_hook_builds_the_wrappers_the_options_name(run_dir, classifier):
     from argparse import Namespace
 
-    from hwaksan.commands.guidance import guided_denoiser
+    from hwaksan.cli.guidance import guided_denoiser
 
-    model, meta = load_model(resolve_checkpoint(run_dir))
+    model = load_trained(run_dir)
     base = dict(
         guidance=1.0,
         negative_class=None,
@@ -105,15 +105,13 @@ def test_the_hook_builds_the_wrappers_the_options_name(run_dir, classifier):
         n=4,
     )
     cond = torch.arange(4) % 10
-    d, c = guided_denoiser(model, cond, meta, Namespace(**base))
-    assert d is model and c is cond  # no option: the model itself
-    d, _ = guided_denoiser(model, cond, meta, Namespace(**{**base, "guidance": 3.0, "guidance_rescale": 0.7}))
+    d, c = guided_denoiser(model, cond, Namespace(**base))
+    assert d is model.denoiser and c is cond  # no option: the model itself
+    d, _ = guided_denoiser(model, cond, Namespace(**{**base, "guidance": 3.0, "guidance_rescale": 0.7}))
     assert (
         isinstance(d, ClassifierFreeGuidance) and d.scale == 3.0 and d.rescale == 0.7 and d.null_class == 10
     )
-    d, c = guided_denoiser(
-        model, None, meta, Namespace(**{**base, "classifier": str(classifier), "label": 7})
-    )
+    d, c = guided_denoiser(model, None, Namespace(**{**base, "classifier": str(classifier), "label": 7}))
     assert isinstance(d, ClassifierGuidance) and not d.condition_model and torch.equal(c, torch.full((4,), 7))
 
 

@@ -217,7 +217,7 @@ def test_help(command, capsys):
 
 
 def test_loaded_image_round_trips(tmp_path):
-    from hwaksan.commands.tasks import load_image
+    from hwaksan.cli.images import load_image
 
     arr = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
     Image.fromarray(arr).save(tmp_path / "a.png")

@@ -1,4 +1,4 @@
-"""``hwaksan evaluate``: sample-quality metrics, likelihoods and a report for a trained image model.
+"""``hwaksan evaluate``: sample-quality metrics, likelihoods and a report for a trained model.
 
 ::
 
@@ -16,26 +16,20 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
+from ..evaluation.effnet import FeatureNetworkUnavailable
+from ..evaluation.features import SPACES
+from ..evaluation.generate import SamplesExistError, SampleSpec
+from ..evaluation.pipeline import METRICS, EvalConfig, MetricUnavailable, check_metrics, evaluate_checkpoint
+from ..evaluation.report import metric_rows, write_report
+from ..io.checkpoint import CheckpointError
+from .args import add_device_argument, add_ema_arguments, add_sampler_arguments, csv_of, pick_device
+from .common import UserError
 
-
-def _csv(kind):
-    def parse(value: str):
-        try:
-            return tuple(kind(v.strip()) for v in value.split(",") if v.strip())
-        except ValueError as err:
-            raise argparse.ArgumentTypeError(f"{value!r}: a comma-separated list ({err})") from None
-
-    return parse
+__all__ = ["register", "run_evaluate"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``hwaksan evaluate`` to ``sub``."""
-    from ..evaluation.features import SPACES
-    from ..evaluation.pipeline import METRICS
-    from ..samplers import GRIDS, SAMPLERS
-    from ..training.cli_train import grid_argument, sampler_options
-
+    """Add ``hwaksan evaluate``."""
     p = sub.add_parser(
         "evaluate",
         help="measure a trained image model: Frechet distances, precision/recall, accuracy, memorisation, "
@@ -51,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--metrics",
-        type=_csv(str),
+        type=csv_of(str),
         default=None,
         metavar="LIST",
         help=f"comma-separated metrics from {','.join(METRICS)} (default: fd,precision,recall,accuracy,nn "
@@ -70,21 +64,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="independent runs (new samples, new real subset each); >1 reports mean +- std (default: 1)",
     )
     p.add_argument("--seed", type=int, default=0, help="image j uses seed SEED + j (default: 0)")
-    p.add_argument("--sampler", default="heun", choices=list(SAMPLERS), help="sampler (default: heun)")
-    p.add_argument("--steps", type=int, default=18, help="sampler steps (default: 18)")
-    p.add_argument(
-        "--grid",
-        default="karras",
-        type=grid_argument,
-        metavar="{" + ",".join(GRIDS) + "} or FILE.json",
-        help="time discretisation (default: karras), or a grid file from hwaksan plan-steps --out",
-    )
-    p.add_argument(
-        "--options", type=sampler_options, default={}, metavar="JSON", help="sampler options, a JSON object"
+    add_sampler_arguments(
+        p,
+        sampler="heun",
+        steps=18,
+        grid="karras",
+        sampler_help="sampler (default: heun)",
+        options_help="sampler options, a JSON object",
     )
     p.add_argument(
         "--features",
-        type=_csv(str),
+        type=csv_of(str),
         default=SPACES,
         metavar="LIST",
         help="feature spaces for fd/precision/recall: effnet,classifier (default: both)",
@@ -106,7 +96,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--likelihood-n", type=int, default=64, help="real images for nll and vlb (default: 64)")
     p.add_argument(
         "--nfe-sweep",
-        type=_csv(str),
+        type=csv_of(str),
         default=(),
         metavar="SAMPLERS",
         help="also measure fd/precision/recall/accuracy for these samplers at each --sweep-steps and plot "
@@ -114,16 +104,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--sweep-steps",
-        type=_csv(int),
+        type=csv_of(int),
         default=(4, 8, 16, 32),
         metavar="LIST",
         help="step counts of every --nfe-sweep sampler (default: 4,8,16,32)",
     )
     p.add_argument("--sweep-n", type=int, default=None, help="images per sweep point (default: --n)")
-    p.add_argument(
-        "--ema", type=int, default=0, metavar="INDEX", help="which EMA of the checkpoint (default: 0)"
-    )
-    p.add_argument("--no-ema", action="store_true", help="evaluate the raw (not averaged) weights")
+    add_ema_arguments(p, "evaluate")
     p.add_argument(
         "--out",
         default=None,
@@ -138,11 +125,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--shard-size", type=int, default=250, help="images per sample shard file (default: 250)")
     p.add_argument("--batch-size", type=int, default=250, help="images per sampler call (default: 250)")
-    p.add_argument("--cache-dir", default=None, help="cache for classifiers and real statistics "
-                   "(default: $XDG_CACHE_HOME/hwaksan)")  # fmt: skip
     p.add_argument(
-        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default: auto)"
+        "--cache-dir",
+        default=None,
+        help="cache for classifiers and real statistics (default: $XDG_CACHE_HOME/hwaksan)",
     )
+    add_device_argument(p, "run")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run_evaluate)
 
@@ -155,29 +143,17 @@ def _default_out(checkpoint: str, sampler: str, steps: int) -> Path:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Run ``hwaksan evaluate``; returns the exit status."""
-    from ..evaluation.effnet import FeatureNetworkUnavailable
-    from ..evaluation.features import SPACES
-    from ..evaluation.generate import SamplesExistError, SampleSpec
-    from ..evaluation.pipeline import EvalConfig, MetricUnavailable, check_metrics, evaluate_checkpoint
-    from ..evaluation.report import metric_rows, write_report
-    from ..io.checkpoint import CheckpointError
-
-    def fail(msg: str) -> int:
-        print(f"hwaksan evaluate: error: {msg}", file=sys.stderr)
-        return 1
-
     if min(args.n, args.seeds, args.steps, args.shard_size, args.batch_size, args.likelihood_n, args.k) < 1:
-        return fail("--n, --seeds, --steps, --shard-size, --batch-size, --likelihood-n and --k must be >= 1")
+        raise UserError(
+            "--n, --seeds, --steps, --shard-size, --batch-size, --likelihood-n and --k must be >= 1"
+        )
     bad = [s for s in args.features if s not in SPACES]
     if bad:
-        return fail(f"unknown --features {','.join(bad)}; choose from {','.join(SPACES)}")
+        raise UserError(f"unknown --features {','.join(bad)}; choose from {','.join(SPACES)}")
     try:
         check_metrics(args.metrics or ())
     except MetricUnavailable as err:
-        return fail(str(err))
-    device = (
-        "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
-    )
+        raise UserError(str(err)) from None
     grid = args.grid if isinstance(args.grid, str) else tuple(float(t) for t in args.grid)
     spec = SampleSpec(args.sampler, args.steps, grid, args.seed, dict(args.options), args.label, args.uncond)
     cfg = EvalConfig(
@@ -198,7 +174,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         use_ema=not args.no_ema,
         shard_size=args.shard_size,
         batch_size=args.batch_size,
-        device=device,
+        device=pick_device(args.device).type,
         progress=not args.no_progress,
         cache_dir=args.cache_dir,
     )
@@ -212,10 +188,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
         FeatureNetworkUnavailable,
         ValueError,
     ) as err:
-        return fail(str(err))
+        raise UserError(str(err)) from None
     except KeyboardInterrupt:
-        print(f"hwaksan evaluate: interrupted; continue with the same options and --resume --out {out}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"hwaksan evaluate: interrupted; continue with the same options and --resume --out {out}",
+            file=sys.stderr,
+        )
         return 130
     paths = write_report(report, out)
     width = max(len(a) for a, _, _ in metric_rows(report)) if report["metrics"] else 0
