@@ -1,4 +1,4 @@
-"""Guidance: denoiser -> denoiser wrappers (SPEC section 5, DESIGN idea 4).
+"""Guidance: denoiser -> denoiser wrappers.
 
 Every wrapper here is itself a denoiser ``D(x_t, t, cond) -> x0_hat`` with a ``.process``, so it
 works with every sampler in :data:`hwaksan.SAMPLERS` and every model family (diffusion or flow):

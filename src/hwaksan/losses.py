@@ -1,4 +1,4 @@
-"""Training objectives (SPEC section 3).
+"""Training objectives.
 
 Every denoising loss is a weighted squared error of the model's own prediction:
 ``L = E_t,x0,eps [ w(t) mean ||pred - pred*||^2 ]``. Weightings are stated as weights on the

@@ -1,4 +1,4 @@
-"""Closed-form denoisers for Gaussian-mixture data (SPEC section 8): exact models for testing.
+"""Closed-form denoisers for Gaussian-mixture data: exact models for testing.
 
 For data ``x0 ~ sum_k w_k N(m_k, C_k)`` every noised marginal is again a Gaussian mixture, so the
 ideal denoiser ``E[x0 | x_t]`` is known exactly for every process. Wrapped as a :class:`Denoiser`

@@ -1,5 +1,5 @@
-"""Every conversion between what a network can predict, written once in terms of the process
-(SPEC section 2), and the preconditioning that turns a raw network into a denoiser.
+"""Every conversion between what a network can predict, written once in terms of the process,
+and the preconditioning that turns a raw network into a denoiser.
 
 With ``x = alpha x0 + sigma eps`` at time ``t``:
 
@@ -169,7 +169,7 @@ def score_from_x0(x: torch.Tensor, x0: torch.Tensor, t: torch.Tensor, process: P
 
 
 def velocity_from_x0(x: torch.Tensor, x0: torch.Tensor, t: torch.Tensor, process: Process):
-    """Probability-flow ODE velocity ``dx/dt = alpha' x0_hat + sigma' eps_hat`` (SPEC appendix)."""
+    """Probability-flow ODE velocity ``dx/dt = alpha' x0_hat + sigma' eps_hat``."""
     a, s, da, ds = path_coefficients(process, t, x)
     return da * x0 + ds * (x - a * x0) / s
 
@@ -265,7 +265,7 @@ def reverse_log_variance(
 
 
 class ModelDenoiser(nn.Module):
-    """A raw network made into a denoiser ``D(x_t, t, cond) -> x0_hat`` (DESIGN idea 2).
+    """A raw network made into a denoiser ``D(x_t, t, cond) -> x0_hat``.
 
     The network sees ``net(c_in(t) x_t, c_noise(t), cond)`` with ``c_in = 1/sqrt(alpha^2 sd^2 +
     sigma^2)`` and ``c_noise = -lambda(t)/8``, and its output is read as a prediction of type

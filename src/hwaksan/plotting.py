@@ -1,6 +1,8 @@
 """Pictures for people: 2-D samples, trajectories, metric-vs-NFE curves, loss curves, image grids.
 
 Uses matplotlib's non-interactive Agg backend; every function writes a PNG and returns its path.
+matplotlib is imported on the first plot (:func:`_pyplot`), so importing this module, and every
+command that may draw, costs nothing until a picture is made.
 """
 
 from __future__ import annotations
@@ -8,14 +10,20 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 __all__ = ["plot_samples_2d", "plot_trajectories_2d", "plot_metric_vs_nfe", "plot_loss", "save_image_grid"]
+
+
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend (imported on first use: a heavy optional package)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _np(x) -> np.ndarray:
@@ -26,6 +34,7 @@ def plot_samples_2d(
     panels: Mapping[str, torch.Tensor], path: str | Path, lim: float = 3.5, cols: int = 3
 ) -> Path:
     """Scatter plots of 2-D sample sets, one panel per entry (e.g. "data", "heun, 10 NFE")."""
+    plt = _pyplot()
     n = len(panels)
     cols = min(cols, n)
     rows = (n + cols - 1) // cols
@@ -51,6 +60,7 @@ def plot_trajectories_2d(
     trajectory: Sequence[torch.Tensor], path: str | Path, data: torch.Tensor | None = None, lim: float = 3.5
 ) -> Path:
     """Paths of a few points from noise (black crosses) to samples (blue) over the data (light grey)."""
+    plt = _pyplot()
     traj = np.stack([_np(x) for x in trajectory])  # (steps, n, 2)
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     if data is not None:
@@ -83,6 +93,7 @@ def plot_metric_vs_nfe(
     """Log-log curves of a metric against the number of network evaluations, one per sampler.
     ``legend_outside``: a wider figure with the legend to the right of the axes and 20 distinct
     colours (for many curves); ``highlight``: curves drawn thick and black."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(10.5, 5.5) if legend_outside else (5.5, 4))
     colours = plt.get_cmap("tab20").colors if legend_outside else [None] * len(curves)
     for i, (name, pts) in enumerate(curves.items()):
@@ -116,6 +127,7 @@ def plot_metric_vs_nfe(
 
 def plot_loss(losses: Sequence[float], path: str | Path, smooth: int = 50) -> Path:
     """Training loss (raw and moving average) against the step."""
+    plt = _pyplot()
     y = np.asarray(losses, dtype=float)
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.plot(y, lw=0.5, alpha=0.4, label="loss")

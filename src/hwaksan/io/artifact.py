@@ -24,11 +24,10 @@ from typing import Any
 
 import torch
 
-from ..models.presets import ARCHITECTURES
 from ..parameterizations import ModelDenoiser
 from ..processes import Process, process_from_config
 from ..samplers import SampleResult, sample
-from .checkpoint import CheckpointError, load_tensors, resolve_checkpoint
+from .checkpoint import NETWORKS, CheckpointError, load_tensors, resolve_checkpoint
 from .codec import Codec, IdentityCodec, VAECodec, apply_through_codec
 from .vae import load_vae, resolve_vae, vae_from_tensors
 
@@ -332,10 +331,6 @@ def model_metadata(
 # reading
 
 
-def _networks() -> dict[str, type]:
-    return {cls.__name__: cls for cls in ARCHITECTURES.values()}
-
-
 def _shape(value: Any) -> tuple[int, ...] | None:
     if not value:
         return None
@@ -386,7 +381,7 @@ def trained_from_metadata(
     :func:`load_trained`)."""
     where = Path(path) if path is not None else Path("<memory>")
     try:
-        net_cls = _networks()[meta["network"]["class"]]
+        net_cls = NETWORKS()[meta["network"]["class"]]
         net_config = dict(meta["network"]["config"])
         dcfg = meta["denoiser"]
         process = process_from_config(dcfg["process"])

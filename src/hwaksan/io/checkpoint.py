@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..models.presets import ARCHITECTURES
 from ..parameterizations import ModelDenoiser
 from ..processes import process_from_config
 
@@ -43,8 +44,6 @@ class CheckpointError(RuntimeError):
 
 def _networks() -> dict[str, type]:
     """Every network class a checkpoint may name (``meta["network"]["class"]``)."""
-    from ..models.presets import ARCHITECTURES
-
     return {cls.__name__: cls for cls in ARCHITECTURES.values()}
 
 
@@ -179,8 +178,6 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
 
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint path from a checkpoint file name or a run folder (its newest checkpoint)."""
-    from ..io.checkpoint import CheckpointError
-
     p = Path(path)
     if p.is_dir() and (p / "model.json").exists():  # a 2-D run of hwaksan train (runs/NAME/model)
         return p / "model"

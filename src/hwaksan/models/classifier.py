@@ -1,4 +1,4 @@
-"""An image classifier, optionally noise-aware (SPEC section 7 and 8).
+"""An image classifier, optionally noise-aware.
 
 One network serves two jobs:
 

@@ -1,4 +1,4 @@
-"""An MLP denoiser for low-dimensional data (SPEC section 7).
+"""An MLP denoiser for low-dimensional data.
 
 A plain network: ``net(x, noise_level, cond=None) -> Tensor`` of the same shape as ``x``. It knows
 nothing of diffusion: which quantity it predicts (eps, x0, v, velocity, ...) is decided by the

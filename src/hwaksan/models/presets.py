@@ -83,7 +83,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # at 32x32, 48 at 16x16, 80 at 8x8, GroupNorm with 8 groups (with 32 groups the 16-channel level
     # would normalise every channel alone). 0.31 GFLOP/img instead of 0.50: the fastest U-Net of
     # bench/train_throughput.py at equal parameters; its sample quality against diffusers' at equal
-    # training: bench/unet_quality.py (docs/benchmarks.md, issue 4).
+    # training: bench/unet_quality.py (docs/benchmarks.md).
     "unet-32-fast": {
         "arch": "unet",
         "in_channels": 1,

@@ -1,4 +1,4 @@
-"""A BERT sentence encoder (the all-MiniLM-L6-v2 network), for text conditioning (SPEC section 5).
+"""A BERT sentence encoder (the all-MiniLM-L6-v2 network), for text conditioning.
 
 The forward pass of BERT (Devlin et al. 2019, sec. 3; the post-LayerNorm Transformer encoder of
 Vaswani et al. 2017): token + position + segment embeddings, LayerNorm, then ``num_layers`` blocks

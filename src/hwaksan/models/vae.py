@@ -1,4 +1,4 @@
-"""A KL-regularised convolutional autoencoder for latent diffusion (SPEC sections 6 and 7).
+"""A KL-regularised convolutional autoencoder for latent diffusion.
 
 The first stage of Latent Diffusion (Rombach et al. 2022, sec. 3.1 and App. G): an encoder maps an
 image ``x (B, C, H, W)`` to the mean and log-variance of a diagonal Gaussian posterior

@@ -1,4 +1,4 @@
-"""The Process interface: how x_t is made (SPEC section 0).
+"""The Process interface: how x_t is made.
 
 Every forward process is a Gaussian path ``x_t = alpha(t) x0 + sigma(t) eps`` for ``t`` in [0, 1],
 ``t = 0`` data and ``t = 1`` (nearly) pure noise. A process exposes ``alpha``, ``sigma``, their time

@@ -1,4 +1,4 @@
-"""Couplings of a source batch with a data batch for flow matching (SPEC section 3).
+"""Couplings of a source batch with a data batch for flow matching.
 
 Flow matching trains ``v(x_t, t)`` on ``x_t = alpha(t) x0 + sigma(t) x1`` with target
 ``alpha' x0 + sigma' x1`` (``x1 - x0`` on the linear interpolant), where ``(x0, x1)`` is drawn from

@@ -1,4 +1,4 @@
-"""Diffusion processes (SPEC section 1): DDPM tables, VP / sub-VP / VE SDEs and EDM.
+"""Diffusion processes: DDPM tables, VP / sub-VP / VE SDEs and EDM.
 
 Beta schedules are plain functions that return float64 tables; :class:`DiscreteVP` turns any
 ``alphas_cumprod`` table into a continuous-time process (knot ``k`` at ``t = k / T``) so that
