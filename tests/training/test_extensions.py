@@ -279,6 +279,18 @@ def test_latent_checkpoint_loads_with_its_codec(tmp_path, data, vae_dir):
     assert out.x.shape == (2, 1, 8, 8)
 
 
+def test_a_presets_input_channels_follow_the_data_it_trains_on(tmp_path, data, vae_dir):
+    """unet-mnist is written for 1-channel pixels; on 2-channel latents it takes 2 channels, and an
+    explicit model.args.in_channels that contradicts the data is one config error."""
+    small = "model.args={model_channels=8, num_res_blocks=1, num_groups=2, num_head_channels=8}"
+    latent = (f"latent.vae={vae_dir.as_posix()}", "diffusion.sigma_data=1.0", "model.preset=unet-mnist")
+    trainer = Trainer(config(*latent, small), tmp_path / "a", progress=False, pictures=False, data=data)
+    assert trainer.net.config["in_channels"] == 2
+    wrong = small.replace("{", "{in_channels=1, ")
+    with pytest.raises(ConfigError, match="model.args.in_channels = 1 but .* needs 2: drop"):
+        Trainer(config(*latent, wrong), tmp_path / "b", progress=False, pictures=False, data=data)
+
+
 def test_text_checkpoint_loads_with_its_text_spec(tmp_path, data, encoder):
     Trainer(config(*TEXT), tmp_path, progress=False, pictures=False, data=data).run()
     model = load_trained(tmp_path)

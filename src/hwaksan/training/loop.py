@@ -259,20 +259,20 @@ class TrainingLoop:
         spec = base_network_spec(self.config)
         arch = spec.get("arch")
         c, h, w = self.image_shape
-        if arch == "mlp":
-            spec.setdefault("dim", c * h * w)
-            if spec["dim"] != c * h * w:
-                raise ConfigError(f"model.args.dim = {spec['dim']} but the images have C*H*W = {c * h * w}")
-        else:
-            spec.setdefault("in_channels", c)
-            if spec["in_channels"] != c:
-                raise ConfigError(
-                    f"model.args.in_channels = {spec['in_channels']} but {self.data.name!r} has "
-                    f"{c} channel(s); "
-                    f"allowed value: {c}"
-                )
+        # The input's size follows the data the loop trains on (a preset's value is a default for
+        # its own data set: a latent run feeds the autoencoder's channels); a value set in
+        # model.args must match it.
+        follows = {"dim": c * h * w} if arch == "mlp" else {"in_channels": c}
         if arch in ("dit", "moe-dit"):
-            spec.setdefault("input_size", h)
+            follows["input_size"] = h
+        for key, value in follows.items():
+            if key in mc.args and mc.args[key] != value:
+                raise ConfigError(
+                    f"model.args.{key} = {mc.args[key]} but the data the model trains on "
+                    f"({self.data.name!r}, {c}x{h}x{w}) needs {value}: drop model.args.{key} "
+                    f"or set it to {value}"
+                )
+            spec[key] = value
         if self.config.data.conditional:
             k = self.data.num_classes or int(self.data.labels.max()) + 1
             if not spec.get("num_classes"):
