@@ -1,4 +1,4 @@
-"""Issue 3's bar, decided with paired statistics (bench/samplers.py calls this).
+"""The sampler bar, decided with paired statistics (bench/samplers.py calls this).
 
 At NFE 5, 10 and 20, on each problem, hwaksan's best deterministic sampler must have at most half
 the ODE error of the best peer sampler (the peer with the lowest ODE error at that NFE), and a

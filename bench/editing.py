@@ -1,4 +1,4 @@
-"""Issue 8's measurements: inpainting, super-resolution, cascade, inversion, SDEdit.
+"""The editing measurements: inpainting, super-resolution, cascade, inversion, SDEdit.
 
 Results: docs/benchmarks-editing.md.
 
@@ -33,11 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 import hwaksan as hw  # noqa: E402
-from hwaksan.io.checkpoint import (  # noqa: E402
-    load_model,
-    resolve_checkpoint,  # noqa: E402
-    save_tensors,
-)
+from hwaksan.io.artifact import load_trained  # noqa: E402
+from hwaksan.io.checkpoint import save_tensors  # noqa: E402
 from hwaksan.plotting import save_image_grid  # noqa: E402
 from hwaksan.tasks import (  # noqa: E402
     inpaint,
@@ -58,9 +55,9 @@ def _gens(start: int, n: int) -> list[torch.Generator]:
 
 
 def _load(path: str):
-    ckpt = resolve_checkpoint(path)
-    model, meta = load_model(ckpt)
-    return model.eval(), meta, ckpt
+    """``(denoiser, step, checkpoint path)`` of a checkpoint or a run folder's newest one (EMA 0)."""
+    trained = load_trained(path)
+    return trained.denoiser, trained.step, trained.path
 
 
 def _test_set(n: int, size: int | None = None):
@@ -251,7 +248,7 @@ def _masks(kind: str, n: int) -> torch.Tensor:
 def part_inpaint(args) -> None:
     """Sampling first (images saved after every method), metrics at the end, so that an interrupted run
     keeps its images and the evaluation classifier is needed only once they exist."""
-    model, meta, ckpt = _load(args.checkpoint)
+    model, _, ckpt = _load(args.checkpoint)
     n, steps, batch = args.n, args.steps, args.batch
     x, labels = _test_set(n)
     methods = {
@@ -371,7 +368,7 @@ def part_superres(args) -> None:
     rows: dict = {"original": {}, "bicubic": {"nfe": 0}}
     runs = [("sr", args.sr, lvl) for lvl in args.levels] + [("sr-noaug", args.sr_noaug, None)]
     for tag, path, level in runs:
-        model, meta, ckpt = _load(path)
+        model, step, ckpt = _load(path)
         t0 = time.perf_counter()
         nfe = [0]
 
@@ -387,7 +384,7 @@ def part_superres(args) -> None:
         tensors[name] = _batched(run, n, batch, name)
         rows[name] = {
             "checkpoint": str(ckpt),
-            "step": meta.get("step"),
+            "step": step,
             "aug_level": level,
             "nfe": nfe[0],
             "seconds": time.perf_counter() - t0,
@@ -444,8 +441,8 @@ def part_cascade(args) -> None:
     single-stage 28x28 model, all class-conditional with labels i % 10 (FD-mnist, accuracy)."""
     n, batch = args.n, args.batch
     labels = torch.arange(n) % 10
-    base, bmeta, base_ckpt = _load(args.base)
-    single, smeta, single_ckpt = _load(args.checkpoint)
+    base, base_step, base_ckpt = _load(args.base)
+    single, single_step, single_ckpt = _load(args.checkpoint)
     rows: dict = {}
     tensors: dict = {}
 
@@ -466,7 +463,7 @@ def part_cascade(args) -> None:
         lambda lo, hi: sample_with(base, 14, lo, hi).x.clamp(-1, 1), n, batch, "base14"
     )
     base_seconds = time.perf_counter() - t0
-    rows["base14"] = {"checkpoint": str(base_ckpt), "step": bmeta.get("step"), "seconds": base_seconds}
+    rows["base14"] = {"checkpoint": str(base_ckpt), "step": base_step, "seconds": base_seconds}
     tensors["base14 + bicubic"] = upsample(tensors["base14"], 28)
     rows["base14 + bicubic"] = {"seconds": base_seconds}
     t0 = time.perf_counter()
@@ -483,13 +480,13 @@ def part_cascade(args) -> None:
         )
     rows["single-stage 28x28"] = {
         "checkpoint": str(single_ckpt),
-        "step": smeta.get("step"),
+        "step": single_step,
         "seconds": time.perf_counter() - t0,
         "from": args.single_samples or "sampled here",
     }
     runs = [("sr", args.sr, lvl) for lvl in args.levels] + [("sr-noaug", args.sr_noaug, None)]
     for tag, path, level in runs:
-        model, meta, ckpt = _load(path)
+        model, step, ckpt = _load(path)
         t0 = time.perf_counter()
 
         def run(lo, hi, model=model, level=level):
@@ -508,7 +505,7 @@ def part_cascade(args) -> None:
         tensors[name] = _batched(run, n, batch, name)
         rows[name] = {
             "checkpoint": str(ckpt),
-            "step": meta.get("step"),
+            "step": step,
             "aug_level": level,
             "seconds": time.perf_counter() - t0 + base_seconds,
         }
@@ -542,7 +539,7 @@ def part_cascade(args) -> None:
 
 
 def part_inversion(args) -> None:
-    model, meta, ckpt = _load(args.checkpoint)
+    model, _, ckpt = _load(args.checkpoint)
     x, labels = _test_set(args.n)
     rows = []
     panels = [x[:8]]
@@ -581,7 +578,7 @@ def part_inversion(args) -> None:
 
 
 def part_sdedit(args) -> None:
-    model, meta, ckpt = _load(args.checkpoint)
+    model, _, ckpt = _load(args.checkpoint)
     x, labels = _test_set(1)
     rows = [torch.cat([x, torch.full((9, 1, 28, 28), -1.0)])]
     for strength in (0.3, 0.5, 0.7, 0.9):

@@ -1,4 +1,4 @@
-"""Guidance on MNIST: classifier-free guidance sweep and classifier-guidance sweep (issue 6).
+"""Guidance on MNIST: classifier-free guidance sweep and classifier-guidance sweep.
 
     # 1. samples (resumable: a point already on disk is skipped)
     python bench/guidance_mnist.py sample --mode cfg --bf16
@@ -35,7 +35,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from hwaksan.guidance import ClassifierFreeGuidance, ClassifierGuidance
-from hwaksan.io.checkpoint import load_model, resolve_checkpoint
+from hwaksan.io.artifact import load_trained
 from hwaksan.samplers import sample
 from hwaksan.training.classifier import classifier_log_prob, load_classifier
 
@@ -65,10 +65,12 @@ def cmd_sample(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    ckpt = resolve_checkpoint(args.model)
-    model, meta = load_model(ckpt)
+    trained = load_trained(args.model)  # a run folder's newest checkpoint, EMA 0
+    ckpt, model = trained.path, trained.denoiser
+    if not trained.num_classes:
+        raise SystemExit(f"{ckpt} is not a class-conditional model")
     net_model = _Autocast(model) if args.bf16 else model
-    k, n = int(meta["num_classes"]), args.n
+    k, n = trained.num_classes, args.n
     labels = torch.arange(n) % k
     log_prob = None
     if args.mode == "classifier":

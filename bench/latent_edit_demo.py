@@ -1,4 +1,4 @@
-"""Inpainting and SDEdit with a latent text-to-image model, through ``LatentModel.apply`` (issue 9).
+"""Inpainting and SDEdit with a latent text-to-image model, through ``TrainedModel.apply``.
 
 Held-out emoji (the ``val`` split, never trained on) are encoded; RePaint fills their right half
 in latent space (the pixel mask min-pooled to the 8x8 latent grid) under their own caption, and
@@ -18,12 +18,10 @@ import torch
 from hwaksan.conditioning.text import load_text_encoder, null_cond
 from hwaksan.data.images import load_dataset
 from hwaksan.guidance import ClassifierFreeGuidance
-from hwaksan.io.checkpoint import load_model, load_tensors, resolve_checkpoint
+from hwaksan.io.artifact import load_trained
 from hwaksan.plotting import save_image_grid
 from hwaksan.tasks.edit import sdedit
 from hwaksan.tasks.inpaint import inpaint
-from hwaksan.tasks.latent import LatentModel
-from hwaksan.training.latent import latent_from_checkpoint
 
 
 def main() -> None:
@@ -37,12 +35,11 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
 
-    path = resolve_checkpoint(args.run)
-    model, meta = load_model(path)
-    vae, _ = latent_from_checkpoint(load_tensors(path)[0], meta)
-    enc = load_text_encoder(meta["text"]["max_length"], meta["text"]["encoder"])
-    guided = ClassifierFreeGuidance(model, args.guidance, uncond=null_cond(1, 1, enc.dim))
-    lm = LatentModel(guided, vae)
+    model = load_trained(args.run)  # a run folder's newest checkpoint, EMA 0
+    if not model.is_latent or model.text is None:
+        raise SystemExit(f"{model.path} is not a latent text-to-image model")
+    enc = load_text_encoder(model.text.max_length, model.text.encoder)
+    guided = ClassifierFreeGuidance(model.denoiser, args.guidance, uncond=null_cond(1, 1, enc.dim))
     val = load_dataset("emoji", "val", 32)
     pick = torch.linspace(0, len(val) - 1, args.n).long()
     x = val.images[pick]
@@ -51,11 +48,11 @@ def main() -> None:
     mask[..., 16:] = 0  # the right half is unknown
     gens = [torch.Generator().manual_seed(i) for i in range(args.n)]
     with torch.no_grad():
-        filled = lm.apply(inpaint, x, mask=mask, sampler="ddpm", steps=50, jump=5, resample=3,
-                          cond=enc.cond(captions), generator=gens).x  # fmt: skip
+        filled = model.apply(inpaint, x, mask=mask, denoiser=guided, sampler="ddpm", steps=50, jump=5,
+                             resample=3, cond=enc.cond(captions), generator=gens).x  # fmt: skip
         gens = [torch.Generator().manual_seed(i) for i in range(args.n)]
-        edited = lm.apply(sdedit, x, args.strength, steps=18, cond=enc.cond([args.edit_prompt] * args.n),
-                          generator=gens).x  # fmt: skip
+        edited = model.apply(sdedit, x, args.strength, denoiser=guided, steps=18,
+                             cond=enc.cond([args.edit_prompt] * args.n), generator=gens).x  # fmt: skip
     masked = x * mask + (1 - mask) * 0.0
     save_image_grid(torch.cat([x, masked, filled, edited]), args.out, nrow=args.n, scale=3)
     print(f"wrote {args.out}: rows original / masked / inpainted (own caption) / SDEdit s={args.strength} "

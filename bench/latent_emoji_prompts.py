@@ -1,4 +1,4 @@
-"""A grid of emoji prompts from a text-to-image checkpoint, labelled, for the README (issue 9).
+"""A grid of emoji prompts from a text-to-image checkpoint, labelled, for the README.
 
 One column per prompt, one row per seed (image ``(row, column)`` uses seed ``row``); a prompt that
 is not one of the training captions is marked with ``*`` (held-out emoji names of the ``val`` split,
@@ -22,14 +22,7 @@ import torch  # noqa: E402
 from hwaksan.conditioning.text import load_text_encoder, null_cond  # noqa: E402
 from hwaksan.data.images import load_dataset  # noqa: E402
 from hwaksan.guidance import ClassifierFreeGuidance  # noqa: E402
-from hwaksan.io.checkpoint import (  # noqa: E402
-    load_model,
-    load_tensors,
-    resolve_checkpoint,  # noqa: E402
-)
-from hwaksan.samplers import sample  # noqa: E402
-from hwaksan.tasks.latent import LatentModel  # noqa: E402
-from hwaksan.training.latent import latent_from_checkpoint  # noqa: E402
+from hwaksan.io.artifact import load_trained  # noqa: E402
 
 PROMPTS = [
     "red apple",
@@ -59,26 +52,20 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
 
-    path = resolve_checkpoint(args.run)
-    model, meta = load_model(path)
-    tensors, _ = load_tensors(path)
-    found = latent_from_checkpoint(tensors, meta)
-    enc = load_text_encoder(meta["text"]["max_length"], meta["text"]["encoder"])
-    den = ClassifierFreeGuidance(model, args.guidance, uncond=null_cond(1, 1, enc.dim))
+    model = load_trained(args.run)  # a run folder's newest checkpoint, EMA 0
+    path = model.path
+    if model.text is None:
+        raise SystemExit(f"{path} is not a text-conditional model")
+    enc = load_text_encoder(model.text.max_length, model.text.encoder)
+    den = ClassifierFreeGuidance(model.denoiser, args.guidance, uncond=null_cond(1, 1, enc.dim))
     train_captions = set(load_dataset("emoji", "train", 32).captions)
     p, r = len(args.prompts), args.seeds
     texts = [args.prompts[i % p] for i in range(p * r)]  # row-major: row = seed
     gens = [torch.Generator().manual_seed(i // p) for i in range(p * r)]
-    shape = tuple(meta["data_shape"])
-    with torch.no_grad():
-        if found is not None:
-            lm = LatentModel(den, found[0])
-            x = lm.sample(
-                p * r, shape, sampler=args.sampler, steps=args.steps, cond=enc.cond(texts), generator=gens
-            ).x
-        else:
-            x = sample(den, (p * r, *shape), sampler=args.sampler, steps=args.steps, cond=enc.cond(texts),
-                       generator=gens).x.clamp(-1, 1)  # fmt: skip
+    with torch.no_grad():  # sampled in the data space (latents or pixels), then decoded
+        x = model.sample(
+            p * r, denoiser=den, sampler=args.sampler, steps=args.steps, cond=enc.cond(texts), generator=gens
+        ).x.clamp(-1, 1)
     imgs = ((x + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).numpy()
     fig, axes = plt.subplots(r, p, figsize=(1.15 * p, 1.2 * r + 0.5))
     for i, ax in enumerate(axes.flat):

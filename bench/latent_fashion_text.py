@@ -1,4 +1,4 @@
-"""Text-to-image on Fashion-MNIST: class accuracy of samples from held-out phrasings (issue 9).
+"""Text-to-image on Fashion-MNIST: class accuracy of samples from held-out phrasings.
 
 A text-conditional U-Net (``configs/fashion-text.toml``) learned the six training templates per class
 ("a photo of a sneaker", ...). Here it is sampled from the four *held-out* templates of
@@ -25,21 +25,28 @@ from hwaksan.conditioning.text import load_text_encoder, null_cond
 from hwaksan.data.images import CAPTION_TEMPLATES, HELD_OUT_TEMPLATES, class_captions
 from hwaksan.evaluation import class_accuracy
 from hwaksan.guidance import ClassifierFreeGuidance
-from hwaksan.io.checkpoint import load_model, resolve_checkpoint
+from hwaksan.io.artifact import TrainedModel, load_trained
 from hwaksan.plotting import save_image_grid
-from hwaksan.samplers import sample
+
+
+def text_encoder(model: TrainedModel):
+    """The prompt encoder the text-conditional ``model`` was trained with."""
+    if model.text is None:
+        raise SystemExit(f"{model.path} is not a text-conditional model")
+    return load_text_encoder(model.text.max_length, model.text.encoder)
 
 
 @torch.no_grad()
-def generate(model, enc, captions, labels, shape, w, sampler, steps, batch=200):
+def generate(model: TrainedModel, enc, captions, labels, w, sampler, steps, batch=200):
+    """Decoded samples of ``model`` for ``captions`` (image i: seed ``labels[1][i]``), CFG weight ``w``."""
     out = []
     for s in range(0, len(captions), batch):
         part = captions[s : s + batch]
         cond = enc.cond(part)
-        den = model if w == 1.0 else ClassifierFreeGuidance(model, w, uncond=null_cond(1, 1, enc.dim))
+        den = None if w == 1.0 else ClassifierFreeGuidance(model.denoiser, w, uncond=null_cond(1, 1, enc.dim))
         gens = [torch.Generator().manual_seed(int(j)) for j in labels[1][s : s + batch]]
         out.append(
-            sample(den, (len(part), *shape), sampler=sampler, steps=steps, cond=cond, generator=gens).x
+            model.sample(len(part), denoiser=den, sampler=sampler, steps=steps, cond=cond, generator=gens).x
         )
     return torch.cat(out).clamp(-1, 1)
 
@@ -58,10 +65,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    path = resolve_checkpoint(args.run)
-    model, meta = load_model(path)
-    shape = tuple(meta["data_shape"])
-    enc = load_text_encoder(meta["text"]["max_length"], meta["text"]["encoder"])
+    model = load_trained(args.run)  # a run folder's newest checkpoint, EMA 0
+    path = model.path
+    enc = text_encoder(model)
     sets = {"held_out": (class_captions("fashion", held_out=True), HELD_OUT_TEMPLATES["fashion"])}
     if args.train_phrasings:
         sets["training"] = (class_captions("fashion"), CAPTION_TEMPLATES["fashion"])
@@ -79,7 +85,7 @@ def main() -> None:
         y = torch.tensor(labels)
         for w in args.guidance:
             t0 = time.perf_counter()
-            x = generate(model, enc, caps, (y, seeds), shape, w, args.sampler, args.steps)
+            x = generate(model, enc, caps, (y, seeds), w, args.sampler, args.steps)
             acc = class_accuracy(x, y, "fashion")
             per_phrase = {}
             for p, template in enumerate(templates):

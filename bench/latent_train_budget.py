@@ -1,4 +1,4 @@
-"""Train a config for a fixed budget of process CPU time (issue 9: pixel vs latent at equal time).
+"""Train a config for a fixed budget of process CPU time (pixel vs latent at equal time).
 
 On a machine shared with other jobs, wall time says little about the work a run got: this driver
 builds the same :class:`hwaksan.training.trainer.Trainer` as ``hwaksan train`` and calls its

@@ -1,4 +1,4 @@
-"""Pixel-space vs latent-space text-to-image diffusion on emoji 32x32 (issue 9, docs/benchmarks-latent.md).
+"""Pixel-space vs latent-space text-to-image diffusion on emoji 32x32 (docs/benchmarks-latent.md).
 
 Two checkpoints trained with the same captions, process, objective, optimiser, batch and time budget
 (``configs/emoji-pixel.toml`` and ``configs/emoji-ldm.toml``) are compared on
@@ -31,58 +31,50 @@ from hwaksan.conditioning.text import load_text_encoder, null_cond
 from hwaksan.data.images import load_dataset
 from hwaksan.evaluation import frechet_distance, image_features
 from hwaksan.guidance import ClassifierFreeGuidance
-from hwaksan.io.checkpoint import load_model, load_tensors, resolve_checkpoint
+from hwaksan.io.artifact import TrainedModel, load_trained
 from hwaksan.plotting import save_image_grid
-from hwaksan.samplers import sample
-from hwaksan.tasks.latent import LatentModel
-from hwaksan.training.latent import latent_from_checkpoint
 
 
-def load_run(run: str):
-    """``(denoiser or LatentModel, meta, latent_shape)`` of a run folder's newest checkpoint."""
-    path = resolve_checkpoint(run)
-    model, meta = load_model(path)
-    tensors, _ = load_tensors(path)
-    found = latent_from_checkpoint(tensors, meta)
-    shape = tuple(meta["data_shape"])
-    if found is not None:
-        vae, _ = found
-        return LatentModel(model, vae), meta, shape, path
-    return model, meta, shape, path
+def text_encoder(model: TrainedModel):
+    """The prompt encoder the text-conditional ``model`` was trained with."""
+    if model.text is None:
+        raise SystemExit(f"{model.path} is not a text-conditional model")
+    return load_text_encoder(model.text.max_length, model.text.encoder)
 
 
-def generate(model, meta, shape, captions, *, seed, guidance, sampler, steps, batch, progress=True):
+def generate(model: TrainedModel, captions, *, seed, guidance, sampler, steps, batch, progress=True):
     """Images ``(N, 3, 32, 32)`` for ``captions`` (image i: seed ``seed + i``)."""
-    enc = load_text_encoder(meta["text"]["max_length"], meta["text"]["encoder"])
+    enc = text_encoder(model)
     out = []
     for start in range(0, len(captions), batch):
         part = captions[start : start + batch]
         cond = enc.cond(part)
         gens = [torch.Generator().manual_seed(seed + start + i) for i in range(len(part))]
-        out.append(draw(model, shape, cond, gens, guidance, sampler, steps))
+        out.append(draw(model, cond, gens, guidance, sampler, steps))
         if progress:
             print(f"  {start + len(part)}/{len(captions)}", file=sys.stderr, end="\r")
     return torch.cat(out)
 
 
 @torch.no_grad()
-def draw(model, shape, cond, gens, guidance, sampler, steps):
-    latent = isinstance(model, LatentModel)
-    den = model.denoiser if latent else model
+def draw(model: TrainedModel, cond, gens, guidance, sampler, steps):
+    """Sample in the model's data space and decode (the autoencoder of a latent model; a reshape of
+    a pixel model), clamped to [-1, 1]."""
+    den = model.denoiser
     if guidance != 1.0:
         den = ClassifierFreeGuidance(den, guidance, uncond=null_cond(1, 1, cond["context"].shape[-1]))
-    x = sample(den, (len(gens), *shape), sampler=sampler, steps=steps, cond=cond, generator=gens).x
-    return model.decode(x) if latent else x.clamp(-1, 1)
+    x = model.sample(len(gens), denoiser=den, sampler=sampler, steps=steps, cond=cond, generator=gens).x
+    return x.clamp(-1, 1)
 
 
-def timing(model, meta, shape, captions, *, guidance, sampler, steps, repeats):
-    enc = load_text_encoder(meta["text"]["max_length"], meta["text"]["encoder"])
+def timing(model: TrainedModel, captions, *, guidance, sampler, steps, repeats):
+    enc = text_encoder(model)
     cond = enc.cond(captions)
     best_wall = best_cpu = float("inf")
     for r in range(repeats):
         gens = [torch.Generator().manual_seed(10_000 + r * 1000 + i) for i in range(len(captions))]
         w0, c0 = time.perf_counter(), time.process_time()
-        draw(model, shape, cond, gens, guidance, sampler, steps)
+        draw(model, cond, gens, guidance, sampler, steps)
         best_wall = min(best_wall, time.perf_counter() - w0)
         best_cpu = min(best_cpu, time.process_time() - c0)
     n = len(captions)
@@ -131,16 +123,17 @@ def main() -> None:
     results = {"n": args.n, "sampler": args.sampler, "steps": args.steps, "guidance": args.guidance}
     samples = {}
     for name, run in (("pixel", args.pixel), ("latent", args.latent)):
-        model, meta, shape, path = load_run(run)
+        model = load_trained(run)  # the newest checkpoint of the run folder, EMA 0
+        path, shape = model.path, model.data_shape
         print(f"{name}: {path} (data shape {shape})", file=sys.stderr)
-        t = timing(model, meta, shape, captions[: args.timing_batch], guidance=args.guidance,
+        t = timing(model, captions[: args.timing_batch], guidance=args.guidance,
                    sampler=args.sampler, steps=args.steps, repeats=args.repeats)  # fmt: skip
-        x = generate(model, meta, shape, captions, seed=0, guidance=args.guidance,
+        x = generate(model, captions, seed=0, guidance=args.guidance,
                      sampler=args.sampler, steps=args.steps, batch=args.batch)  # fmt: skip
         samples[name] = x
         fd = frechet_distance(image_features(x, "effnet"), real, warn=False)
         results[name] = {"checkpoint": str(path), "fd_effnet": fd, **t, "train": training_stats(run)}
-        if isinstance(model, LatentModel):
+        if model.is_latent:
             with torch.no_grad():
                 rec = torch.cat([model.decode(model.encode(c)) for c in data.images.split(256)])
             results[name]["fd_effnet_vae_reconstructions"] = frechet_distance(

@@ -25,16 +25,16 @@ import torch
 from hwaksan.data.images import load_dataset
 from hwaksan.evaluation.likelihood import image_nll
 from hwaksan.evaluation.vlb import vlb_bits_per_dim
-from hwaksan.io.checkpoint import load_model, resolve_checkpoint
+from hwaksan.io.artifact import load_trained
 from hwaksan.utils import generators_from_seeds
 
 SEEDS = (0, 1, 2)
 
 
 def _model(run: str):
-    path = resolve_checkpoint(run)
-    model, meta = load_model(path)
-    return model.float(), str(path), meta.get("step")
+    """``(denoiser, checkpoint path, step)`` of a checkpoint or a run folder's newest one (EMA 0)."""
+    trained = load_trained(run)
+    return trained.denoiser.float(), str(trained.path), trained.step
 
 
 def _summary(values: list[float]) -> dict:

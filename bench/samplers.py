@@ -474,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plot", default="", help="write error-vs-NFE plots to PREFIX-<problem>.png")
     ap.add_argument("--report", default="", help="print the bar table of --json files (comma list) and exit")
     ap.add_argument(
-        "--bar-nfes", default=",".join(map(str, BAR_NFES)), help="NFEs of the bar (issue 3: 5,10,20)"
+        "--bar-nfes", default=",".join(map(str, BAR_NFES)), help="NFEs of the bar (5,10,20)"
     )
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, min(args.threads, os.cpu_count() or 1)))
@@ -576,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
             out.extend(f"- {r.family} {r.sampler} ({r.grid}, NFE {r.target_nfe}): {r.note}" for r in fails)
         out.append("")
     if bar_rows:
-        out.append("### The bar (issue 3)\n")
+        out.append("### The bar\n")
         out.append(bar.bar_markdown(bar_rows))
         out.append("")
     print("\n".join(out))

@@ -1,4 +1,4 @@
-"""Sample quality of the U-Nets of the throughput benchmark, trained the same way (issue 4).
+"""Sample quality of the U-Nets of the throughput benchmark, trained the same way.
 
 The throughput bar compares hwaksan's fastest U-Net with diffusers' ``UNet2DModel`` at equal
 parameter count and attention resolution, "with the same or better sample quality". This script
@@ -46,7 +46,7 @@ from hwaksan.training.ema import EMA  # noqa: E402
 
 NETS = {
     "hwaksan-fast": lambda: build_model("unet-32-fast"),
-    # variants measured on the way to the preset (docs/benchmarks.md, issue 4)
+    # variants measured on the way to the preset (docs/benchmarks.md)
     "hwaksan-fast-g16": lambda: build_model("unet-32-fast", num_groups=32),  # 16 groups: 1 ch/group at 32x32
     "hwaksan-fast-20": lambda: build_model("unet-32-fast", model_channels=20, channel_mult=[1, 2, 4]),
     "hwaksan": lambda: build_model("unet-32"),
