@@ -473,9 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default="", help="write every result to this JSON file")
     ap.add_argument("--plot", default="", help="write error-vs-NFE plots to PREFIX-<problem>.png")
     ap.add_argument("--report", default="", help="print the bar table of --json files (comma list) and exit")
-    ap.add_argument(
-        "--bar-nfes", default=",".join(map(str, BAR_NFES)), help="NFEs of the bar (5,10,20)"
-    )
+    ap.add_argument("--bar-nfes", default=",".join(map(str, BAR_NFES)), help="NFEs of the bar (5,10,20)")
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, min(args.threads, os.cpu_count() or 1)))
     import bar
