@@ -378,8 +378,31 @@ def trained_from_metadata(
     ema: int | None = 0,
 ) -> TrainedModel:
     """Build a :class:`TrainedModel` from a checkpoint's tensors and metadata (see
-    :func:`load_trained`)."""
+    :func:`load_trained`).
+
+    Raises:
+        CheckpointError: the metadata is incomplete or malformed, or the weights do not fit (one
+            line naming the file).
+    """
     where = Path(path) if path is not None else Path("<memory>")
+    try:
+        return _trained_from_metadata(tensors, meta, where, path, ema)
+    except CheckpointError:
+        raise
+    except KeyError as err:
+        raise CheckpointError(f"{where}: the metadata lacks {err}: not a hwaksan model checkpoint") from None
+    except (TypeError, ValueError, AttributeError, IndexError, RuntimeError) as err:
+        why = " ".join(str(err).split())[:300] or type(err).__name__
+        raise CheckpointError(f"{where}: malformed model metadata or weights ({why})") from None
+
+
+def _trained_from_metadata(
+    tensors: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    where: Path,
+    path: str | os.PathLike | None,
+    ema: int | None,
+) -> TrainedModel:
     try:
         net_cls = NETWORKS()[meta["network"]["class"]]
         net_config = dict(meta["network"]["config"])

@@ -8,6 +8,7 @@ half-written checkpoint.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..models.presets import ARCHITECTURES
@@ -33,6 +35,7 @@ __all__ = [
     "list_checkpoints",
     "latest_checkpoint",
     "resolve_checkpoint",
+    "remove_partial_writes",
 ]
 
 FORMAT_VERSION = 1
@@ -57,12 +60,29 @@ def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
     return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
 
 
+def _as_os_error(err: SafetensorError) -> OSError:
+    """safetensors reports a failed write (a full disk, a file over the size limit) as a
+    ``SafetensorError`` whose message carries the OS error code; give it back as the ``OSError``
+    every other writer raises."""
+    code = re.search(r"code: (\d+)", str(err))
+    number = int(code.group(1)) if code else errno.EIO
+    return OSError(number, os.strerror(number))
+
+
 def _atomic_write(target: Path, write) -> None:
+    """Run ``write(tmp)`` on a temporary beside ``target``, fsync it and rename it over ``target``.
+
+    Raises:
+        OSError: the write failed (the temporary is removed; ``target`` is unchanged).
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        write(tmp)
+        try:
+            write(tmp)
+        except SafetensorError as err:
+            raise _as_os_error(err) from None
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
@@ -90,26 +110,53 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta
     return st_path
 
 
+def _one_line(err: BaseException) -> str:
+    """An exception's message on one line (safetensors and JSON messages may span several)."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The JSON metadata of a checkpoint."""
+    """The JSON metadata of a checkpoint.
+
+    Raises:
+        CheckpointError: the JSON is missing, unreadable, not JSON or not a JSON object (one line
+            naming the file).
+    """
     _, js_path = _paths(path)
     if not js_path.exists():
         raise CheckpointError(
             f"no checkpoint metadata at {js_path} (expected PATH.json beside PATH.safetensors)"
         )
     try:
-        return json.loads(js_path.read_text())
+        meta = json.loads(js_path.read_text())
+    except (OSError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"cannot read {js_path}: {_one_line(err)}") from None
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{js_path} is not valid JSON: {err}") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(
+            f"{js_path} holds a JSON {type(meta).__name__}, not an object: not a hwaksan checkpoint"
+        )
+    return meta
 
 
 def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a checkpoint's tensors and metadata."""
+    """Read a checkpoint's tensors and metadata.
+
+    Raises:
+        CheckpointError: either file is missing, unreadable or corrupt (one line naming the file).
+    """
     st_path, _ = _paths(path)
     meta = read_metadata(path)
     if not st_path.exists():
         raise CheckpointError(f"checkpoint tensors missing: {st_path}")
-    return load_file(str(st_path)), meta
+    try:
+        return load_file(str(st_path)), meta
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(
+            f"{st_path} is not a readable safetensors file ({_one_line(err)}): the file is corrupt "
+            "or truncated"
+        ) from None
 
 
 def save_model(
@@ -191,3 +238,20 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not p.with_name(p.name + ".json").exists():
         raise CheckpointError(f"no checkpoint at {path} (expected {p}.json and {p}.safetensors)")
     return p
+
+
+def remove_partial_writes(folder: str | Path) -> list[Path]:
+    """Delete the temporaries a killed writer left in ``folder`` (``.NAME.XXXX.tmp``, hidden and
+    ending in ``.tmp``, as :func:`save_tensors` and the output record name them); returns them.
+
+    Call it only while holding the folder (:class:`~hwaksan.io.runlock.RunLock`): another live
+    writer's temporaries look the same.
+    """
+    removed = []
+    p = Path(folder)
+    if p.is_dir():
+        for f in p.iterdir():
+            if f.name.startswith(".") and f.name.endswith(".tmp") and f.is_file() and not f.is_symlink():
+                f.unlink(missing_ok=True)
+                removed.append(f)
+    return removed

@@ -131,20 +131,33 @@ def load_training_state(path: str | os.PathLike) -> TrainingState:
             cannot be resumed), or it is incomplete.
     """
     tensors, meta = load_tensors(path)
-    if not isinstance(meta, dict) or meta.get("kind") != TRAINING_KIND:
+    if meta.get("kind") != TRAINING_KIND:
         raise CheckpointError(f"{path} is not a training checkpoint (no optimizer state): cannot resume")
     try:
-        n_ema = len(meta.get("ema_decays") or [])
-        om = meta["optimizer"]
-        state: dict[int, dict[str, Any]] = {
-            pid: dict(om["scalars"].get(str(pid), {})) for pid in om["param_ids"]
-        }
-        groups = copy.deepcopy(om["param_groups"])
-        scheduler = meta["scheduler"]
-        step, config = int(meta["step"]), meta["config"]
-        rng, losses = tensors[_RNG], tensors[_LOSSES].tolist()
+        return _training_state(tensors, meta)
     except KeyError as err:
         raise CheckpointError(f"{path}: the training state lacks {err}: cannot resume") from None
+    except (TypeError, ValueError, AttributeError, IndexError, RuntimeError) as err:
+        why = " ".join(str(err).split()) or type(err).__name__
+        raise CheckpointError(f"{path}: malformed training state ({why}): cannot resume") from None
+
+
+def _training_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> TrainingState:
+    """The :class:`TrainingState` of a checkpoint's tensors and JSON (raises KeyError, TypeError,
+    ValueError, ... on a malformed one; :func:`load_training_state` names the file)."""
+    n_ema = len(meta.get("ema_decays") or [])
+    om = meta["optimizer"]
+    state: dict[int, dict[str, Any]] = {
+        int(pid): dict(om["scalars"].get(str(pid), {})) for pid in om["param_ids"]
+    }
+    groups = copy.deepcopy(om["param_groups"])
+    if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+        raise TypeError("optimizer.param_groups is not a list of objects")
+    scheduler = meta["scheduler"]
+    if not isinstance(scheduler, dict) or not isinstance(meta["config"], dict):
+        raise TypeError("scheduler and config must be JSON objects")
+    step, config = int(meta["step"]), meta["config"]
+    rng, losses = tensors[_RNG], tensors[_LOSSES].tolist()
     for g in groups:
         if "betas" in g:
             g["betas"] = tuple(g["betas"])
