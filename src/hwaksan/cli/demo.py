@@ -11,9 +11,12 @@ import torch
 
 from ..data.toy import ToyDataset, get_toy_dataset
 from ..evaluation.lowdim import mean_log_likelihood, mmd, sliced_wasserstein
+from ..io.outputs import OutputError, check_output, record_output
 from ..plotting import plot_metric_vs_nfe, plot_samples_2d, plot_trajectories_2d
 from ..samplers import karras_grid, sample, sample_heun
-from .train import add_lowdim_arguments, train_from_args
+from ..training.optim import NonFiniteLossError
+from .common import UserError
+from .train import add_lowdim_arguments, add_run_arguments, final_loss, interrupted, train_from_args
 
 __all__ = ["register", "DEMO_SAMPLERS"]
 
@@ -33,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="demo-out", help="output folder (created)")
     p.add_argument("--n", type=int, default=2000, help="samples per sampler and step count")
     add_lowdim_arguments(p, steps=2000)
+    add_run_arguments(p)
     p.set_defaults(func=cmd_demo)
 
 
@@ -50,15 +54,42 @@ def _evaluate(x: torch.Tensor, dataset: ToyDataset, reference: torch.Tensor, see
     return row
 
 
+#: the files ``hwaksan demo`` writes beside its checkpoint folder
+DEMO_FILES = ("samples.png", "trajectories.png", "sw_vs_nfe.png", "mmd_vs_nfe.png", "metrics.json")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Run ``hwaksan demo``; returns the exit status."""
+    """Run ``hwaksan demo``; returns the exit status.
+
+    The training in ``OUT/checkpoint`` is reused (or continued) when it was made with the same
+    options, and redone otherwise."""
     out = Path(args.out)
+    try:
+        for name in DEMO_FILES:
+            check_output(out / name, overwrite=args.overwrite)
+    except OutputError as err:
+        raise UserError(str(err)) from None
     print(
         f"hwaksan demo: training an MLP on '{args.data}' ({args.train_steps} steps, process {args.process})"
     )
-    trained = train_from_args(args, out / "checkpoint")
-    model, losses = trained.model.denoiser, trained.losses
-    print(f"  trained in {trained.seconds:.1f} s, final loss {sum(losses[-100:]) / 100:.4f}")
+    try:
+        trained = train_from_args(
+            args,
+            out / "checkpoint",
+            progress=not args.no_progress,
+            resume=False if args.overwrite else None,
+            overwrite=args.overwrite,
+        )
+    except KeyboardInterrupt as err:
+        return interrupted("demo", err, "the same command (it continues the training)")
+    except NonFiniteLossError as err:
+        raise UserError(str(err)) from None
+    model = trained.model.denoiser
+    loss, n_loss = final_loss(trained.losses)
+    done = f"resumed at step {trained.resumed_from}, " if trained.resumed_from else ""
+    print(
+        f"  trained ({done}{trained.seconds:.1f} s), final loss {loss:.4f} (mean of the last {n_loss} steps)"
+    )
     dataset = get_toy_dataset(args.data)
     reference = dataset.sample(args.n, torch.Generator().manual_seed(10_000 + args.seed)).double()
     metrics, panels = [], {"data": reference}
@@ -110,6 +141,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "results": metrics,
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    record_output(*(out / name for name in DEMO_FILES))
     print("outputs:")
     for key, path in files.items():
         print(f"  {key:28s} {path}")

@@ -2,7 +2,7 @@
 
 ::
 
-    hwaksan train --data moons --train-steps 3000 --out runs/moons
+    hwaksan train --data moons --train-steps 3000 --out runs/moons [--set train.seed=1 ...] [--resume]
     hwaksan train --config configs/digits.toml [--set train.steps=500 ...] [--out DIR] [--resume]
     torchrun --nproc_per_node 2 -m hwaksan.cli train --config configs/digits.toml
 """
@@ -16,14 +16,25 @@ from pathlib import Path
 from ..data.images import DatasetUnavailable
 from ..data.toy import TOY_DATASETS
 from ..io.checkpoint import CheckpointError
+from ..io.outputs import OutputError
+from ..io.runlock import RunLockedError
 from ..processes import COUPLINGS, PROCESSES
 from ..training.config import ConfigError, load_config
 from ..training.distributed import cleanup
-from ..training.lowdim import LowdimResult, train_lowdim
+from ..training.lowdim import SET_KEYS, LowdimConfig, LowdimResult, train_lowdim
 from ..training.optim import NonFiniteLossError
 from ..training.trainer import Trainer
+from .common import UserError
 
-__all__ = ["register", "add_lowdim_arguments", "train_from_args", "run_train"]
+__all__ = [
+    "register",
+    "add_lowdim_arguments",
+    "lowdim_config",
+    "train_from_args",
+    "interrupted",
+    "final_loss",
+    "run_train",
+]
 
 
 def add_lowdim_arguments(p: argparse.ArgumentParser, steps: int) -> None:
@@ -89,7 +100,8 @@ def _add_config_arguments(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="override one config value, e.g. --set train.steps=500 --set optim.lr=1e-3 "
-        "--set model.args.model_channels=32 (repeatable; values are TOML: 3, 1e-4, true, [0.9, 0.99])",
+        "--set model.args.model_channels=32 (repeatable; values are TOML: 3, 1e-4, true, [0.9, 0.99]); "
+        f"2-D training takes {', '.join(SET_KEYS)}",
     )
     p.add_argument(
         "--out",
@@ -103,6 +115,17 @@ def _add_config_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="continue from the newest checkpoint in --out; bit-identical to an uninterrupted run "
         "(the config must match the checkpoint's, except logging and sampling keys)",
+    )
+    add_run_arguments(p)
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """``--overwrite`` and ``--no-progress`` (``hwaksan train``, ``hwaksan demo``)."""
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace outputs in --out that hwaksan did not write; 2-D training (and demo) also starts "
+        "over in an --out that already holds a run, replacing its model and checkpoints",
     )
     p.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
 
@@ -122,24 +145,69 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
 
-def train_from_args(args: argparse.Namespace, out: Path, progress: bool = True) -> LowdimResult:
-    """:func:`~hwaksan.training.lowdim.train_lowdim` with the options of :func:`add_lowdim_arguments`."""
-    return train_lowdim(
-        out,
-        data=args.data,
-        process=args.process,
-        prediction=args.prediction,
-        weighting=args.weighting,
-        steps=args.train_steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        width=args.width,
-        depth=args.depth,
-        seed=args.seed,
-        coupling=getattr(args, "coupling", None),
-        source=getattr(args, "source", None),
-        progress=progress,
-    )
+def lowdim_config(args: argparse.Namespace) -> LowdimConfig:
+    """The 2-D run of the options of :func:`add_lowdim_arguments` and ``--set``.
+
+    Raises:
+        UserError: a value out of range, or a ``--set`` key 2-D training does not take (one line).
+    """
+    try:
+        config = LowdimConfig(
+            data=args.data,
+            source=getattr(args, "source", None) or "gaussian",
+            process=args.process,
+            prediction=args.prediction,
+            weighting=args.weighting,
+            coupling=getattr(args, "coupling", None) or "independent",
+            width=args.width,
+            depth=args.depth,
+            lr=args.lr,
+            steps=args.train_steps,
+            batch_size=args.batch_size,
+            seed=args.seed,
+        )
+        return config.with_overrides(getattr(args, "overrides", None) or [])
+    except ValueError as err:  # ConfigError too
+        raise UserError(str(err)) from None
+
+
+def train_from_args(
+    args: argparse.Namespace,
+    out: Path,
+    progress: bool = True,
+    *,
+    resume: bool | None = False,
+    overwrite: bool = False,
+) -> LowdimResult:
+    """:func:`~hwaksan.training.lowdim.train_lowdim` with the options of :func:`add_lowdim_arguments`
+    (and ``--set``).
+
+    Raises:
+        UserError: bad settings, an --out that may not be written or is in use, nothing to resume,
+            a checkpoint that cannot be written (each one line).
+        TrainingInterrupted: Ctrl-C (report it with :func:`interrupted`).
+        NonFiniteLossError: the training diverged.
+    """
+    config = lowdim_config(args)
+    try:
+        return train_lowdim(out, config, resume=resume, overwrite=overwrite, progress=progress)
+    except (OutputError, RunLockedError, CheckpointError) as err:
+        raise UserError(str(err)) from None
+
+
+def interrupted(command: str, err: KeyboardInterrupt, how: str) -> int:
+    """Report Ctrl-C during 2-D training in one line (``how``: the command that resumes); 130.
+    A :class:`TrainingInterrupted` names the checkpoint it kept."""
+    checkpoint = getattr(err, "checkpoint", None)
+    where = f"the checkpoint {checkpoint} is kept" if checkpoint else "the newest checkpoint is kept"
+    print(f"hwaksan {command}: interrupted; {where}; continue with: {how}", file=sys.stderr)
+    return 130
+
+
+def final_loss(losses: list[float], last: int = 100) -> tuple[float, int]:
+    """The mean of the last ``min(last, len(losses))`` losses and how many it averaged."""
+    tail = losses[-last:]
+    return (sum(tail) / len(tail) if tail else float("nan")), len(tail)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -147,9 +215,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.config is not None:
         return run_train(args)
     out = Path(args.out or "runs/toy")
-    result = train_from_args(args, out, progress=not args.no_progress)
-    losses = result.losses
-    print(f"trained '{args.data}' in {result.seconds:.1f} s; final loss {sum(losses[-100:]) / 100:.4f}")
+    try:
+        result = train_from_args(
+            args, out, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite
+        )
+    except KeyboardInterrupt as err:
+        return interrupted("train", err, f"the same command with --resume (--out {out})")
+    except NonFiniteLossError as err:
+        raise UserError(str(err)) from None
+    loss, n = final_loss(result.losses)
+    what = (
+        f"resumed '{args.data}' at step {result.resumed_from}"
+        if result.resumed_from
+        else f"trained '{args.data}'"
+    )
+    print(f"{what}; {result.seconds:.1f} s; final loss {loss:.4f} (mean of the last {n} steps)")
     print(f"outputs:\n  checkpoint {result.checkpoint}\n  loss curve {out / 'loss.png'}")
     return 0
 
@@ -160,9 +240,16 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config, args.overrides)
         out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-        trainer = Trainer(config, out, progress=not args.no_progress)
+        trainer = Trainer(config, out, progress=not args.no_progress, overwrite=args.overwrite)
         trainer.run(resume=args.resume)
-    except (ConfigError, CheckpointError, NonFiniteLossError, DatasetUnavailable) as err:
+    except (
+        ConfigError,
+        CheckpointError,
+        NonFiniteLossError,
+        DatasetUnavailable,
+        OutputError,
+        RunLockedError,
+    ) as err:
         print(f"hwaksan train: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -75,6 +75,17 @@ class ConfigError(ValueError):
     """An unknown key or an invalid value in a config; the message names both and what is allowed."""
 
 
+# Upper bounds of the integer settings: far above any real run, low enough that an absurd value
+# (``train.steps=1e20``) is refused at once instead of failing somewhere inside the loop.
+MAX_STEPS = 10**9
+MAX_BATCH = 2**20
+MAX_IMAGE_SIZE = 4096
+MAX_KEEP = 10**4
+MAX_THREADS = 4096
+MAX_SAMPLE_STEPS = 10**5
+MAX_GRID = 10**4
+
+
 # --------------------------------------------------------------------------------------------
 # the tables
 
@@ -403,8 +414,8 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"{key} = {value!r}: expected an integer")
+            return int(value)  # 3e3 is 3000; the range checks bound it
+        raise ConfigError(f"{key} = {value!r}: expected an integer (a whole number, e.g. 3000)")
     if annotation is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             value = float(value)
@@ -515,9 +526,11 @@ def _check_config(cfg: Config) -> None:
     if not d.name.startswith("folder:"):
         _choice("data.name", d.name, [*DATASETS, "folder:PATH"])
     _choice("data.split", d.split, SPLITS)
-    _check_range("data.image_size", d.image_size, 0, None, "0 (native size) or a positive integer")
+    _check_range(
+        "data.image_size", d.image_size, 0, MAX_IMAGE_SIZE, f"0 (native size) or 1 to {MAX_IMAGE_SIZE}"
+    )
     _check_range("data.p_uncond", d.p_uncond, 0.0, 1.0, "0 <= p_uncond <= 1")
-    _check_range("data.lowres", d.lowres, 0, None, "0 (off) or a positive integer")
+    _check_range("data.lowres", d.lowres, 0, MAX_IMAGE_SIZE, f"0 (off) or 1 to {MAX_IMAGE_SIZE}")
     _choice("model.preset", m.preset, [*PRESETS, *ARCHITECTURES])
     _check_range("model.aux_loss_weight", m.aux_loss_weight, 0.0, None, ">= 0")
     _choice("diffusion.process", f.process, PROCESSES)
@@ -539,29 +552,39 @@ def _check_config(cfg: Config) -> None:
         _check_range(f"optim.betas[{i}]", b, 0.0, 1.0 - 1e-12, "0 <= beta < 1")
     _check_range("optim.weight_decay", o.weight_decay, 0.0, None, ">= 0")
     _check_range("optim.eps", o.eps, 1e-30, None, "> 0")
-    _check_range("optim.warmup", o.warmup, 0, None, ">= 0")
+    _check_range("optim.warmup", o.warmup, 0, MAX_STEPS, f">= 0 and <= {MAX_STEPS}")
     _check_range("optim.min_lr_ratio", o.min_lr_ratio, 0.0, 1.0, "0 <= min_lr_ratio <= 1")
     _check_range("optim.grad_clip", o.grad_clip, 0.0, None, ">= 0 (0 disables clipping)")
     if not e.decays:
         raise ConfigError("ema.decays is empty; allowed values: a list of decays in [0, 1), e.g. [0.999]")
     for i, dec in enumerate(e.decays):
         _check_range(f"ema.decays[{i}]", dec, 0.0, 1.0 - 1e-12, "0 <= decay < 1")
-    _check_range("train.steps", t.steps, 1, None, ">= 1")
-    _check_range("train.batch_size", t.batch_size, 1, None, ">= 1")
+    _check_range("train.steps", t.steps, 1, MAX_STEPS, f">= 1 and <= {MAX_STEPS}")
+    _check_range("train.batch_size", t.batch_size, 1, MAX_BATCH, f">= 1 and <= {MAX_BATCH}")
     _check_range("train.seed", t.seed, 0, 2**62, "0 <= seed < 2**62")
-    _check_range("train.log_every", t.log_every, 1, None, ">= 1")
-    _check_range("train.sample_every", t.sample_every, 0, None, ">= 0 (0: only at the end)")
-    _check_range("train.checkpoint_every", t.checkpoint_every, 0, None, ">= 0 (0: only at the end)")
-    _check_range("train.keep_last", t.keep_last, 1, None, ">= 1")
+    _check_range("train.log_every", t.log_every, 1, MAX_STEPS, f">= 1 and <= {MAX_STEPS}")
+    _check_range(
+        "train.sample_every", t.sample_every, 0, MAX_STEPS, f">= 0 (0: only at the end) and <= {MAX_STEPS}"
+    )
+    _check_range(
+        "train.checkpoint_every",
+        t.checkpoint_every,
+        0,
+        MAX_STEPS,
+        f">= 0 (0: only at the end) and <= {MAX_STEPS}",
+    )
+    _check_range("train.keep_last", t.keep_last, 1, MAX_KEEP, f">= 1 and <= {MAX_KEEP}")
     _check_range("train.max_seconds", t.max_seconds, 0.0, None, ">= 0 (0: no limit)")
     _choice("train.device", t.device, ("auto", "cpu", "cuda"))
     if isinstance(t.bf16, str) and t.bf16 != "auto":
         raise ConfigError(f"train.bf16 = {t.bf16!r} is not allowed; allowed values: true, false, auto")
-    _check_range("train.threads", t.threads, 0, None, ">= 0 (0: torch's default)")
+    _check_range(
+        "train.threads", t.threads, 0, MAX_THREADS, f">= 0 (0: torch's default) and <= {MAX_THREADS}"
+    )
     _choice("sample.sampler", s.sampler, SAMPLERS)
     _choice("sample.grid", s.grid, GRIDS)
-    _check_range("sample.steps", s.steps, 1, None, ">= 1")
-    _check_range("sample.n", s.n, 1, None, ">= 1")
+    _check_range("sample.steps", s.steps, 1, MAX_SAMPLE_STEPS, f">= 1 and <= {MAX_SAMPLE_STEPS}")
+    _check_range("sample.n", s.n, 1, MAX_GRID, f">= 1 and <= {MAX_GRID}")
     _check_range("sample.seed", s.seed, 0, 2**62, "0 <= seed < 2**62")
     _choice("text.encoder", cfg.text.encoder, ("", "minilm"))
     _check_range("text.max_length", cfg.text.max_length, 2, 512, "2 <= max_length <= 512")

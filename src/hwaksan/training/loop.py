@@ -36,6 +36,7 @@ the per-step losses, the step, the config), written atomically, so
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import re
@@ -52,8 +53,10 @@ from tqdm.auto import tqdm
 
 from ..data.images import ImageDataset
 from ..io.artifact import model_metadata
-from ..io.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints
+from ..io.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, remove_partial_writes
 from ..io.codec import IdentityCodec
+from ..io.outputs import check_output, record_output
+from ..io.runlock import RunLock
 from ..io.training_state import TrainingState, load_training_state, save_training_state
 from ..losses import denoising_loss
 from ..models.presets import ARCHITECTURES, build_model
@@ -73,6 +76,7 @@ from .distributed import (
 )
 from .ema import EMA
 from .extension import Extension, RunContext, StepContext, compose_cond, pack_cond
+from .memory import MemoryBudgetError, check_step_memory, is_out_of_memory, step_memory
 from .optim import EpochOrder, NonFiniteLossError, check_finite, make_optimizer, make_scheduler
 
 __all__ = [
@@ -147,6 +151,8 @@ class TrainingLoop:
         progress: show a tqdm progress bar (rank 0 only).
         pictures: write sample grids and the loss curve (off: checkpoints and metrics only, which
             is what tests want; matplotlib is then never imported).
+        overwrite: a fresh run may replace ``config.json``, ``metrics.jsonl`` and the pictures in
+            ``out_dir`` although hwaksan did not write them (the CLI's ``--overwrite``).
 
     Attributes:
         extensions: the extensions in calling order.
@@ -162,11 +168,13 @@ class TrainingLoop:
         extensions: Sequence[Extension] = (),
         progress: bool = True,
         pictures: bool = True,
+        overwrite: bool = False,
     ) -> None:
         self.config = config
         self.out_dir = Path(out_dir)
         self.progress = progress
         self.pictures = pictures
+        self.overwrite = overwrite
         tc = config.train
         set_threads(config)
         device = _pick_device(tc.device)
@@ -260,8 +268,8 @@ class TrainingLoop:
         arch = spec.get("arch")
         c, h, w = self.image_shape
         # The input's size follows the data the loop trains on (a preset's value is a default for
-        # its own data set: a latent run feeds the autoencoder's channels); a value set in
-        # model.args must match it.
+        # its own data set: an extension that encodes the images feeds its codec's channels); a
+        # value set in model.args must match it.
         follows = {"dim": c * h * w} if arch == "mlp" else {"in_channels": c}
         if arch in ("dit", "moe-dit"):
             follows["input_size"] = h
@@ -526,12 +534,32 @@ class TrainingLoop:
             extra=extra,
         )
         path = self._checkpoint_path(step)
-        save_training_state(path, state, self.model_metadata())
+        try:
+            save_training_state(path, state, self.model_metadata())
+        except OSError as err:
+            raise self._write_failed(path, err) from None
         for _, old in list_checkpoints(self.out_dir)[: -self.config.train.keep_last]:
             for suffix in (".json", ".safetensors"):  # JSON first: a reader never sees half a pair
                 old.with_name(old.name + suffix).unlink(missing_ok=True)
         self._last_ckpt = path
         return path
+
+    def _write_failed(self, path: Path, err: OSError) -> CheckpointError:
+        """The error of a checkpoint that could not be written (a full disk, a lost mount): the
+        atomic writer left no temporary; a tensors file without its JSON is removed too, so only
+        complete checkpoints remain."""
+        tensors, meta = (path.with_name(path.name + s) for s in (".safetensors", ".json"))
+        if not meta.exists():
+            tensors.unlink(missing_ok=True)
+        last = self._last_ckpt or latest_checkpoint(self.out_dir)
+        full = err.errno == errno.ENOSPC
+        why = "no space left on the device" if full else " ".join((err.strerror or str(err)).split())
+        keep = f"the last good checkpoint is {last} (intact)" if last else "no checkpoint was written"
+        fix = "free some space" if full else "fix that"
+        return CheckpointError(
+            f"cannot write the checkpoint {path.name} in {path.parent}: {why}; {keep}: {fix} and "
+            "continue with --resume"
+        )
 
     def load_checkpoint(self, path: str | Path) -> int:
         """Restore the training state from ``path``; returns its step.
@@ -559,6 +587,17 @@ class TrainingLoop:
                 + f"\nUse the checkpoint's config (saved in {Path(path).with_suffix('')}.json and "
                 f"{self.out_dir / 'config.json'}) or start a new run in another --out folder."
             )
+        try:
+            self._apply_state(state, path)
+        except CheckpointError:
+            raise
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as err:
+            why = " ".join(str(err).split())[:300] or type(err).__name__
+            raise CheckpointError(f"{path}: the training state does not fit this run ({why})") from None
+        return self.step
+
+    def _apply_state(self, state: TrainingState, path: str | Path) -> None:
+        """Load ``state`` into the network, EMAs, optimiser, scheduler, RNG and extensions."""
         self.net.load_state_dict(state.model, strict=True)
         if len(state.emas) != len(self.ema.shadows):
             raise CheckpointError(f"{path} holds {len(state.emas)} EMAs, the config {len(self.ema.shadows)}")
@@ -575,7 +614,6 @@ class TrainingLoop:
             ext.load_checkpoint_tensors(state.extra)
         self.step = state.step
         self._last_ckpt = Path(path)
-        return self.step
 
     # ----------------------------------------------------------------------------------------
     # pictures and logs
@@ -625,16 +663,145 @@ class TrainingLoop:
         path = save_image_grid(images, folder / f"step_{step:07d}.png", nrow=nrow, scale=scale)
         save_image_grid(images, folder / "latest.png", nrow=nrow, scale=scale)
         plot_loss(self.losses, self.out_dir / "loss.png", smooth=max(1, min(50, len(self.losses) // 10)))
+        record_output(path, folder / "latest.png", self.out_dir / "loss.png")
         return path
 
     def _truncate_metrics(self, step: int) -> None:
+        """Keep the records of ``metrics.jsonl`` up to ``step`` (a resumed run writes the later ones
+        again). A line that is not a JSON record (the torn last line of a killed run) is dropped,
+        with one line on stderr when resuming."""
         path = self.out_dir / "metrics.jsonl"
         if not path.exists():
             return
-        kept = [
-            ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step
-        ]
+        kept, torn = [], []
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if not isinstance(record, dict) or not isinstance(record.get("step", 0), int | float):
+                torn.append(number)
+            elif record.get("step", 0) <= step:
+                kept.append(line)
+        if torn and step > 0:
+            which = "line" if len(torn) == 1 else "lines"
+            print(
+                f"hwaksan: dropped {len(torn)} unreadable {which} of {path} (line {torn[0]}"
+                f"{' on' if len(torn) > 1 else ''}: a record cut short when a run was killed)",
+                file=sys.stderr,
+            )
         path.write_text("".join(ln + "\n" for ln in kept))
+        record_output(path)
+
+    # ----------------------------------------------------------------------------------------
+    # the run folder
+
+    def _outputs(self) -> list[Path]:
+        """The files of the run folder that a fresh run replaces."""
+        files = [self.out_dir / "config.json", self.out_dir / "metrics.jsonl"]
+        if self.pictures:
+            files += [self.out_dir / "loss.png", self.out_dir / "samples" / "latest.png"]
+        return files
+
+    def _prepare_folder(self, resume: bool) -> None:
+        """Rank 0, holding the run lock: remove what killed writers left, refuse a fresh run into a
+        folder of another run."""
+        for folder in (self.out_dir, self.out_dir / "checkpoints", self.out_dir / "samples"):
+            remove_partial_writes(folder)
+        existing = latest_checkpoint(self.out_dir)
+        if resume:
+            if existing is None:
+                raise CheckpointError(
+                    f"--resume: no checkpoint in {self.out_dir / 'checkpoints'} to resume from"
+                )
+            return  # the run's own files: load_checkpoint checks that the config is the same
+        if existing is not None:
+            raise CheckpointError(
+                f"{self.out_dir} already holds checkpoints ({existing.name}): pass --resume to continue "
+                "that run, or choose another --out"
+            )
+
+    def _resume(self) -> None:
+        """Load the newest checkpoint that loads. Each one that does not is named on stderr and
+        moved aside (``step_N.json.corrupt``), so that pruning never counts it as a good one."""
+        found = list_checkpoints(self.out_dir)
+        if not found:
+            raise CheckpointError(f"--resume: no checkpoint in {self.out_dir / 'checkpoints'} to resume from")
+        skipped: list[Path] = []
+        for _, path in reversed(found):
+            try:
+                self.load_checkpoint(path)
+                break
+            except ConfigMismatchError:
+                raise
+            except CheckpointError as err:
+                if len(skipped) + 1 == len(found):
+                    raise CheckpointError(
+                        f"--resume: no checkpoint in {path.parent} loads (the oldest, {path.name}: {err})"
+                    ) from None
+                if self.dist.is_main:
+                    print(
+                        f"hwaksan: skipping the checkpoint {path.name}, it does not load ({err}); "
+                        "trying the one before it",
+                        file=sys.stderr,
+                    )
+                skipped.append(path)
+        if self.dist.is_main:
+            for path in skipped:
+                for suffix in (".json", ".safetensors"):
+                    f = path.with_name(path.name + suffix)
+                    if f.exists():
+                        f.replace(f.with_name(f.name + ".corrupt"))
+            if skipped:
+                print(f"hwaksan: resuming from {self._last_ckpt}", file=sys.stderr)
+
+    def _probe_loss(self, b: int) -> torch.Tensor:
+        """The denoising loss of the first ``b`` images of step 0, for :meth:`check_memory`."""
+        idx = self.batch_indices(0)[:b].to(self.device)
+        x0 = self.images[idx]
+        ctx = StepContext(
+            step=0, seed=self.config.train.seed, x0=x0, indices=idx, positions=slice(0, b),
+            batch_size=b, device=self.device, process=self.process, dist=self.dist,
+        )  # fmt: skip
+        fc = self.config.diffusion
+        gens = [torch.Generator(device=self.device).manual_seed(j) for j in range(b)]
+        with self._autocast():
+            return denoising_loss(
+                self.model, x0, cond=pack_cond(self._cond(ctx)), t_dist=fc.t_dist, weighting=fc.weighting,
+                min_snr_gamma=fc.min_snr_gamma, generator=gens,
+            )  # fmt: skip
+
+    def check_memory(self) -> None:
+        """Refuse a ``train.batch_size`` whose step cannot fit in the memory available now (a
+        forward pass of 1 and 2 samples measures it; the RNG and the weights are left as they were).
+
+        Raises:
+            MemoryBudgetError: one line naming a batch size that fits.
+        """
+        mode = self.net.training
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            self.net.eval()  # no dropout masks, no running statistics updated
+            try:
+                memory = step_memory(self._probe_loss, self.net.parameters())
+            finally:
+                self.net.train(mode)
+        if self.config.diffusion.coupling != "independent":  # a B x B cost matrix per step
+            batch = self.config.train.batch_size
+            memory = type(memory)(memory.per_sample + 16 * batch, memory.fixed, memory.state)
+        sl = self.batch_slice
+        check_step_memory(memory, sl.stop - sl.start, self.device)
+
+    def _out_of_memory(self, step: int, err: BaseException) -> MemoryBudgetError:
+        batch = self.config.train.batch_size
+        last = self._last_ckpt or latest_checkpoint(self.out_dir)
+        where = f"; the last good checkpoint is {last}" if last else ""
+        return MemoryBudgetError(
+            f"out of memory in training step {step + 1} with train.batch_size = {batch} on "
+            f"{self.device.type}: lower it, e.g. --set train.batch_size={max(1, batch // 2)}{where}"
+        )
 
     # ----------------------------------------------------------------------------------------
     # the loop
@@ -647,35 +814,44 @@ class TrainingLoop:
         return bool(all_reduce_mean(flag, self.dist)[0] > 0)  # rank 0's clock is not special: any rank
 
     def run(self, resume: bool = False, stop_after: int | None = None) -> TrainResult:
-        """Train to ``train.steps`` (or until ``train.max_seconds``).
+        """Train to ``train.steps`` (or until ``train.max_seconds``), holding the run folder.
 
         Args:
-            resume: continue from the newest checkpoint in ``out_dir/checkpoints``.
+            resume: continue from the newest checkpoint in ``out_dir/checkpoints`` that loads.
             stop_after: stop (with a checkpoint) after this many steps of this call, as if killed
                 right after a checkpoint; for tests and for training in slices.
 
         Raises:
+            RunLockedError: another run writes into ``out_dir`` (nothing is written).
+            OutputError: a fresh run would replace a file hwaksan did not write (``overwrite``).
+            CheckpointError: checkpoints in the way of a fresh run, none to resume from, or one
+                that cannot be written (the message names the last good one).
+            MemoryBudgetError: a step does not fit in memory (the message names a batch size).
             NonFiniteLossError: the loss became NaN or infinite (message names the fix).
             ConfigMismatchError: ``resume`` with a config the checkpoint was not written with.
         """
+        lock = RunLock(self.out_dir, "hwaksan train") if self.dist.is_main else contextlib.nullcontext()
+        with lock:
+            return self._run(resume, stop_after)
+
+    def _run(self, resume: bool, stop_after: int | None) -> TrainResult:
         tc = self.config.train
         main = self.dist.is_main
-        existing = latest_checkpoint(self.out_dir)
+        if main:
+            self._prepare_folder(resume)
         if resume:
-            if existing is None:
-                raise CheckpointError(
-                    f"--resume: no checkpoint in {self.out_dir / 'checkpoints'} to resume from"
-                )
-            self.load_checkpoint(existing)
-        elif existing is not None:
-            raise CheckpointError(
-                f"{self.out_dir} already holds checkpoints ({existing.name}): pass --resume to continue "
-                "that run, or choose another --out"
-            )
+            self._resume()
+        elif latest_checkpoint(self.out_dir) is not None:  # the other ranks refuse as rank 0 did
+            raise CheckpointError(f"{self.out_dir} already holds checkpoints: pass --resume")
+        self.check_memory()
+        if main and not resume:  # a resumed run's files are its own (its config was checked)
+            for path in self._outputs():
+                check_output(path, overwrite=self.overwrite)
         start = self.step
         if main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+            config_file = self.out_dir / "config.json"
+            config_file.write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+            record_output(config_file)
             self._truncate_metrics(start)
             params = sum(p.numel() for p in self.net.parameters())
             what = "resuming at step " + str(start) if start else "training"
@@ -704,7 +880,12 @@ class TrainingLoop:
         grid = None
         try:
             while step < tc.steps:
-                m = self.train_step(step)
+                try:
+                    m = self.train_step(step)
+                except RuntimeError as err:
+                    if not is_out_of_memory(err):
+                        raise
+                    raise self._out_of_memory(step, err) from None
                 step += 1
                 self.step = step
                 self.losses.append(m["loss"])
@@ -729,6 +910,7 @@ class TrainingLoop:
                     if metrics_file is not None:
                         metrics_file.write(json.dumps(record) + "\n")
                         metrics_file.flush()
+                        record_output(metrics_file.name)
                     post = {"loss": f"{record['loss']:.4f}", "lr": f"{m['lr']:.2e}"}
                     for ext in self.extensions:
                         post.update(ext.postfix(record))

@@ -17,8 +17,9 @@ from .config import Config
 from .extension import Extension
 from .extensions import extensions_for
 from .loop import ConfigMismatchError, TrainingLoop, TrainResult, native_bf16, set_threads
+from .memory import MemoryBudgetError
 
-__all__ = ["Trainer", "TrainResult", "ConfigMismatchError", "native_bf16"]
+__all__ = ["Trainer", "TrainResult", "ConfigMismatchError", "MemoryBudgetError", "native_bf16"]
 
 
 class Trainer(TrainingLoop):
@@ -32,9 +33,14 @@ class Trainer(TrainingLoop):
         data: use this data set instead of ``load_dataset(config.data...)`` (tests, notebooks); a
             :class:`~hwaksan.training.pairs.PairedImageDataset` trains on its fixed pairs.
         extensions: extensions to use after those of the config.
+        overwrite: a fresh run may replace ``config.json``, ``metrics.jsonl`` and the pictures in
+            ``out_dir`` although hwaksan did not write them (the CLI's ``--overwrite``).
 
     Raises:
         ConfigError: settings that do not compose, or that the data or network cannot take.
+
+    :meth:`run` holds ``out_dir`` (:class:`~hwaksan.io.runlock.RunLock`): a second run into the
+    same folder is refused with the holder's PID before it writes anything.
 
     Example:
         >>> from hwaksan.training.config import load_config
@@ -51,6 +57,7 @@ class Trainer(TrainingLoop):
         pictures: bool = True,
         data: ImageDataset | None = None,
         extensions: Sequence[Extension] = (),
+        overwrite: bool = False,
     ) -> None:
         set_threads(config)
         if data is None:
@@ -63,4 +70,5 @@ class Trainer(TrainingLoop):
             extensions=[*extensions_for(config, data, progress=progress), *extensions],
             progress=progress,
             pictures=pictures,
+            overwrite=overwrite,
         )
