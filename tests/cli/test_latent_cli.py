@@ -119,12 +119,13 @@ def test_plan_steps_plans_in_latent_space_and_sample_uses_the_plan(tmp_path, cap
     ids=["reflow", "upscale"],
 )
 def test_reflow_and_upscale_refuse_a_latent_model_in_one_line(files, tmp_path, capsys, argv):
-    argv = [files["img"] if a == "IMG" else a for a in argv] + ["--out", str(tmp_path / "x")]
+    out = tmp_path / ("x.png" if argv[0] == "upscale" else "x")  # upscale writes a PNG
+    argv = [files["img"] if a == "IMG" else a for a in argv] + ["--out", str(out)]
     assert main(argv) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert err.startswith(f"hwaksan {argv[0]}: error:") and "latent-diffusion model" in err
-    assert not (tmp_path / "x").exists()  # refused before any work
+    assert not out.exists()  # refused before any work
 
 
 def test_the_latent_model_samples_the_same_images_at_any_batch_size(tmp_path):

@@ -27,6 +27,7 @@ from . import (
     train_classifier,
     train_vae,
 )
+from .args import check_namespace
 from .common import UserError
 
 __all__ = ["main", "build_parser", "COMMANDS"]
@@ -64,9 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``hwaksan ARGV``; returns the exit status (0 done, 1 a user error explained in one line,
-    2 an error raised by the library, also one line)."""
+    2 a usage error or an error raised by the library, also one line; argparse's own usage errors
+    exit with 2 through ``SystemExit``)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        check_namespace(args)
+    except argparse.ArgumentTypeError as err:
+        print(f"hwaksan {args.command}: error: {err}", file=sys.stderr)
+        return 2
     try:
         return args.func(args)
     except UserError as err:

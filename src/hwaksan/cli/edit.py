@@ -11,14 +11,14 @@ decoded (:meth:`hwaksan.io.artifact.TrainedModel.apply`).
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..tasks import sdedit
-from .args import add_class_arguments
+from .args import GUIDANCE_WEIGHT, add_class_arguments, add_n_argument, float_in
 from .common import load_model, print_outputs, seed_generators
 from .images import (
     add_editing_sampler_arguments,
     add_image_arguments,
+    check_image_outputs,
     class_labels,
     guidance_weight,
     load_image,
@@ -40,10 +40,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "See docs/editing.md.",
     )
     add_image_arguments(p, "PNG image of the model's output size and channels")
-    p.add_argument("--strength", type=float, default=0.5, help="edit strength in [0, 1] (default 0.5)")
+    p.add_argument(
+        "--strength", type=float_in(0.0, 1.0), default=0.5, help="edit strength in [0, 1] (default 0.5)"
+    )
     add_class_arguments(p, "class to edit towards (conditional models)")
-    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance weight w (1 = off)")
-    p.add_argument("--n", type=int, default=4, help="number of edits (seeds SEED..SEED+n-1; default 4)")
+    p.add_argument(
+        "--guidance", type=GUIDANCE_WEIGHT, default=None, help="classifier-free guidance weight w (1 = off)"
+    )
+    add_n_argument(p, 4, "number of edits (seeds SEED..SEED+n-1; default 4)")
     p.add_argument("--resize", action="store_true", help="resize IMAGE to the model's size")
     add_editing_sampler_arguments(p, "heun", 12)
     p.set_defaults(func=cmd_edit)
@@ -51,6 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_edit(args: argparse.Namespace) -> int:
     """Run ``hwaksan edit``; returns the exit status."""
+    out, _ = check_image_outputs(args, [args.image, args.checkpoint])
     model = load_model(args.checkpoint, "hwaksan edit", image=True)
     c, h, w = model.output_shape
     x = load_image(args.image, c, (h, w), args.resize).to(model.device)
@@ -69,7 +74,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
         generator=seed_generators(args.seed, args.n, model.device),
         **args.options,
     )
-    out, cmp = save_outputs(res.x, Path(args.out), [x, res.x])
+    out, cmp = save_outputs(res.x, out, [x, res.x])
     t0 = float(res.ts[0])
     sigma = float(model.process.sigma_tilde(t0)) if t0 > 0 else 0.0
     print(

@@ -14,7 +14,8 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from ..conditioning.text import TextEncoderUnavailable, load_text_encoder
-from .common import UserError
+from .args import add_overwrite_argument, int_in
+from .common import UserError, check_outputs, one_line, record_outputs
 
 __all__ = ["register", "run_encode_text"]
 
@@ -30,16 +31,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     e.add_argument("texts", nargs="+", help="sentences to embed")
     e.add_argument(
-        "--max-length", type=int, default=32, help="tokens per sentence, with [CLS] and [SEP] (32)"
+        "--max-length",
+        type=int_in(2, 512),
+        default=32,
+        help="tokens per sentence, with [CLS] and [SEP], 2..512 (32)",
     )
     e.add_argument(
         "--out", default=None, metavar="FILE", help="write context / mask / pooled to FILE.safetensors"
     )
+    add_overwrite_argument(e)
     e.set_defaults(func=run_encode_text)
 
 
 def run_encode_text(args: argparse.Namespace) -> int:
     """Run ``hwaksan encode-text``; returns the exit status."""
+    if args.out:
+        check_outputs([args.out], overwrite=args.overwrite)
     try:
         encoder = load_text_encoder(max_length=args.max_length)
     except TextEncoderUnavailable as err:
@@ -52,12 +59,13 @@ def run_encode_text(args: argparse.Namespace) -> int:
         print(f"{i:3d} [{n:2d} tokens] {row}  {t}")
     if args.out:
         out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
         tensors = {
             "context": emb.context,
             "mask": emb.mask.to(dtype=emb.context.dtype).contiguous(),
             "pooled": emb.pooled,
         }
-        save_file(tensors, str(out))
+        with one_line("cannot write the embeddings"):
+            save_file(tensors, str(out))
+        record_outputs(out)
         print(f"hwaksan encode-text: wrote {out} (context {tuple(emb.context.shape)})", file=sys.stderr)
     return 0

@@ -22,8 +22,19 @@ from ..evaluation.generate import SamplesExistError, SampleSpec
 from ..evaluation.pipeline import METRICS, EvalConfig, MetricUnavailable, check_metrics, evaluate_checkpoint
 from ..evaluation.report import metric_rows, write_report
 from ..io.checkpoint import CheckpointError
-from .args import add_device_argument, add_ema_arguments, add_sampler_arguments, csv_of, pick_device
-from .common import UserError
+from .args import (
+    MAX_COUNT,
+    MAX_SEED,
+    MAX_STEPS,
+    add_device_argument,
+    add_ema_arguments,
+    add_overwrite_argument,
+    add_sampler_arguments,
+    csv_of,
+    int_in,
+    pick_device,
+)
+from .common import UserError, check_outputs, one_line, record_outputs
 
 __all__ = ["register", "run_evaluate"]
 
@@ -56,14 +67,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "vlb: the DDPM bound, both on --likelihood-n real images; sw, mmd, loglik: sliced Wasserstein, MMD^2 "
         "and mean log-likelihood of 2-D samples against fresh data (with the two-true-sets floor)",
     )
-    p.add_argument("--n", type=int, default=2000, help="generated images per seed run (default: 2000)")
+    p.add_argument(
+        "--n", type=int_in(1, MAX_COUNT), default=2000, help="generated images per seed run (default: 2000)"
+    )
     p.add_argument(
         "--seeds",
-        type=int,
+        type=int_in(1, 1000),
         default=1,
         help="independent runs (new samples, new real subset each); >1 reports mean +- std (default: 1)",
     )
-    p.add_argument("--seed", type=int, default=0, help="image j uses seed SEED + j (default: 0)")
+    p.add_argument(
+        "--seed", type=int_in(0, MAX_SEED), default=0, help="image j uses seed SEED + j (default: 0)"
+    )
     add_sampler_arguments(
         p,
         sampler="heun",
@@ -80,7 +95,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="feature spaces for fd/precision/recall: effnet,classifier (default: both)",
     )
     p.add_argument(
-        "--k", type=int, default=3, help="neighbour rank of the precision/recall balls (default: 3)"
+        "--k",
+        type=int_in(1, 1000),
+        default=3,
+        help="neighbour rank of the precision/recall balls (default: 3)",
     )
     p.add_argument("--dataset", default=None, help="data set of the real images (default: the checkpoint's)")
     p.add_argument(
@@ -91,9 +109,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--train-split", default="train", help="split searched for nearest neighbours (default: train)"
     )
-    p.add_argument("--label", type=int, default=None, help="one class for every image (default: i %% K)")
+    p.add_argument(
+        "--label", type=int_in(0), default=None, help="one class for every image (default: i %% K)"
+    )
     p.add_argument("--uncond", action="store_true", help="sample a class-conditional model without labels")
-    p.add_argument("--likelihood-n", type=int, default=64, help="real images for nll and vlb (default: 64)")
+    p.add_argument(
+        "--likelihood-n",
+        type=int_in(1, MAX_COUNT),
+        default=64,
+        help="real images for nll and vlb (default: 64)",
+    )
     p.add_argument(
         "--nfe-sweep",
         type=csv_of(str),
@@ -104,12 +129,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--sweep-steps",
-        type=csv_of(int),
+        type=csv_of(int_in(1, MAX_STEPS)),
         default=(4, 8, 16, 32),
         metavar="LIST",
         help="step counts of every --nfe-sweep sampler (default: 4,8,16,32)",
     )
-    p.add_argument("--sweep-n", type=int, default=None, help="images per sweep point (default: --n)")
+    p.add_argument(
+        "--sweep-n", type=int_in(1, MAX_COUNT), default=None, help="images per sweep point (default: --n)"
+    )
     add_ema_arguments(p, "evaluate")
     p.add_argument(
         "--out",
@@ -117,14 +144,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="output folder (default: RUN/eval-SAMPLER-STEPS next to the run)",
     )
+    add_overwrite_argument(p)
     p.add_argument(
         "--resume",
         action="store_true",
         help="reuse the sample shards already in --out (an interrupted evaluation continues where it "
         "stopped)",
     )
-    p.add_argument("--shard-size", type=int, default=250, help="images per sample shard file (default: 250)")
-    p.add_argument("--batch-size", type=int, default=250, help="images per sampler call (default: 250)")
+    p.add_argument(
+        "--shard-size",
+        type=int_in(1, MAX_COUNT),
+        default=250,
+        help="images per sample shard file (default: 250)",
+    )
+    p.add_argument(
+        "--batch-size", type=int_in(1, MAX_COUNT), default=250, help="images per sampler call (default: 250)"
+    )
     p.add_argument(
         "--cache-dir",
         default=None,
@@ -143,10 +178,6 @@ def _default_out(checkpoint: str, sampler: str, steps: int) -> Path:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Run ``hwaksan evaluate``; returns the exit status."""
-    if min(args.n, args.seeds, args.steps, args.shard_size, args.batch_size, args.likelihood_n, args.k) < 1:
-        raise UserError(
-            "--n, --seeds, --steps, --shard-size, --batch-size, --likelihood-n and --k must be >= 1"
-        )
     bad = [s for s in args.features if s not in SPACES]
     if bad:
         raise UserError(f"unknown --features {','.join(bad)}; choose from {','.join(SPACES)}")
@@ -179,8 +210,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
     )
     out = Path(args.out) if args.out else _default_out(args.checkpoint, args.sampler, args.steps)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: give a folder")
+    reports = [out / "report.json", out / "report.html", out / "samples.png"]
+    check_outputs(reports, overwrite=args.overwrite, inputs=[args.checkpoint])
     try:
-        report = evaluate_checkpoint(args.checkpoint, out, cfg, resume=args.resume)
+        with one_line(f"evaluating into {out}"):
+            report = evaluate_checkpoint(args.checkpoint, out, cfg, resume=args.resume)
     except (
         CheckpointError,
         MetricUnavailable,
@@ -195,7 +231,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    paths = write_report(report, out)
+    with one_line("cannot write the report"):
+        paths = write_report(report, out)
+    record_outputs(*paths.values())
     width = max(len(a) for a, _, _ in metric_rows(report)) if report["metrics"] else 0
     for name, value, note in metric_rows(report):
         plain = value.replace("&plusmn;", "+-")

@@ -36,8 +36,19 @@ from ..io.checkpoint import CheckpointError
 from ..training.config import ConfigError
 from ..training.lowdim import save_lowdim, toy_source
 from ..training.reflow import simulate_pairs, train_on_pairs_2d, train_on_pairs_images
-from .args import add_device_argument, add_sampler_arguments, pick_device
-from .common import UserError, load_model
+from .args import (
+    MAX_COUNT,
+    MAX_SEED,
+    MAX_STEPS,
+    add_device_argument,
+    add_overwrite_argument,
+    add_sampler_arguments,
+    float_in,
+    int_in,
+    json_path,
+    pick_device,
+)
+from .common import UserError, check_outputs, describe_os_error, load_model, one_line, record_outputs
 
 __all__ = ["register", "cmd_reflow", "cmd_straightness"]
 
@@ -56,7 +67,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Re-run the same command to continue an interrupted run. 2-D and pixel-space image models.",
     )
     p.add_argument("checkpoint", help="a checkpoint of hwaksan train, or its run folder (newest checkpoint)")
-    p.add_argument("--pairs", type=int, required=True, help="number of (noise, sample) pairs per round")
+    p.add_argument(
+        "--pairs", type=int_in(1, MAX_COUNT), required=True, help="number of (noise, sample) pairs per round"
+    )
     add_sampler_arguments(
         p,
         sampler="heun",
@@ -70,11 +83,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         options_help="sampler options",
     )
     p.add_argument(
-        "--rounds", type=int, default=1, help="reflow rounds: 1 gives the 2-rectified flow (default 1)"
+        "--rounds",
+        type=int_in(0, 100),
+        default=1,
+        help="reflow rounds: 1 gives the 2-rectified flow (default 1)",
     )
     p.add_argument(
         "--train-steps",
-        type=int,
+        type=int_in(1, 10**9),
         default=None,
         help="training steps per round (default: 3000 for 2-D, the teacher's train.steps for images)",
     )
@@ -90,7 +106,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--distill-steps",
-        type=int,
+        type=int_in(0, 10**9),
         default=0,
         help="train a one-step model for this many steps (default 0: off)",
     )
@@ -108,10 +124,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="initialise each student from its teacher's weights (auto: when the teacher is a velocity flow)",
     )
     p.add_argument(
-        "--batch-size", type=int, default=None, help="training batch (default: 512 for 2-D, the teacher's)"
+        "--batch-size",
+        type=int_in(1, MAX_COUNT),
+        default=None,
+        help="training batch (default: 512 for 2-D, the teacher's)",
     )
     p.add_argument(
-        "--lr", type=float, default=None, help="peak learning rate (default: 2e-3 for 2-D, the teacher's)"
+        "--lr",
+        type=float_in(0.0, 10.0, above=True),
+        default=None,
+        help="peak learning rate (default: 2e-3 for 2-D, the teacher's)",
     )
     p.add_argument(
         "--set",
@@ -120,19 +142,36 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="image models: override the student's training config (e.g. --set train.bf16=true)",
     )
-    p.add_argument("--shard-size", type=int, default=1000, help="pairs per safetensors shard (default 1000)")
-    p.add_argument("--sim-batch", type=int, default=500, help="pairs simulated per batch (default 500)")
     p.add_argument(
-        "--eval-n", type=int, default=None, help="paths for the metrics (default 2000 2-D, 256 images)"
+        "--shard-size",
+        type=int_in(1, MAX_COUNT),
+        default=1000,
+        help="pairs per safetensors shard (default 1000)",
     )
     p.add_argument(
-        "--eval-steps", type=int, default=100, help="Euler steps of the straightness integral (default 100)"
+        "--sim-batch", type=int_in(1, MAX_COUNT), default=500, help="pairs simulated per batch (default 500)"
+    )
+    p.add_argument(
+        "--eval-n",
+        type=int_in(1, MAX_COUNT),
+        default=None,
+        help="paths for the metrics (default 2000 2-D, 256 images)",
+    )
+    p.add_argument(
+        "--eval-steps",
+        type=int_in(1, MAX_STEPS),
+        default=100,
+        help="Euler steps of the straightness integral (default 100)",
     )
     p.add_argument("--skip-teacher-eval", action="store_true", help="do not measure the teacher itself")
     p.add_argument(
-        "--seed", type=int, default=0, help="pair i starts from the noise of seed SEED + i (default 0)"
+        "--seed",
+        type=int_in(0, MAX_SEED),
+        default=0,
+        help="pair i starts from the noise of seed SEED + i (default 0)",
     )
     p.add_argument("--out", default="runs/reflow", help="output folder (default runs/reflow)")
+    add_overwrite_argument(p)
     add_device_argument(p, "run")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_reflow)
@@ -145,9 +184,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "10 Euler steps).",
     )
     p.add_argument("checkpoint", help="a checkpoint of hwaksan train / reflow, or a run folder")
-    p.add_argument("--n", type=int, default=None, help="paths (default 2000 for 2-D, 256 for images)")
-    p.add_argument("--steps", type=int, default=100, help="Euler steps of the integral (default 100)")
-    p.add_argument("--out", default=None, help="also write the numbers as JSON here")
+    p.add_argument(
+        "--n", type=int_in(1, MAX_COUNT), default=None, help="paths (default 2000 for 2-D, 256 for images)"
+    )
+    p.add_argument(
+        "--steps", type=int_in(1, MAX_STEPS), default=100, help="Euler steps of the integral (default 100)"
+    )
+    p.add_argument("--out", default=None, type=json_path, help="also write the numbers as JSON here")
+    add_overwrite_argument(p)
     add_device_argument(p, "run")
     p.set_defaults(func=cmd_straightness)
 
@@ -189,27 +233,32 @@ def _report_kwargs(
 
 
 def cmd_reflow(args: argparse.Namespace) -> int:
-    """Run ``hwaksan reflow``; returns the exit status."""
-    device = pick_device(args.device)
-    teacher = load_model(args.checkpoint, "hwaksan reflow", pixel=True, device=device)
-    if args.pairs < 1 or args.rounds < 0 or args.steps < 1:
-        raise UserError("--pairs and --steps must be >= 1, --rounds >= 0")
+    """Run ``hwaksan reflow``; returns the exit status.
+
+    ``OUT/report.json`` is checked before any work but loading the teacher (an existing one that
+    hwaksan wrote is the report of the run this one continues); the shards and models are resumed,
+    never replaced.
+    """
     if args.rounds == 0 and args.distill_steps <= 0:
         raise UserError("nothing to do: give --rounds >= 1 or --distill-steps > 0")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: give a folder")
+    device = pick_device(args.device)
+    teacher = load_model(args.checkpoint, "hwaksan reflow", pixel=True, device=device)
+    # checked once the teacher is known to apply (a refused teacher leaves no folder behind)
+    (report_path,) = check_outputs([out / "report.json"], overwrite=args.overwrite, inputs=[args.checkpoint])
     lowdim = teacher.is_lowdim
     if not lowdim and teacher.config is None:
         raise UserError(
             f"{teacher.path} records no training config: image reflow needs a run of hwaksan train"
         )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     eval_n = args.eval_n if args.eval_n else (2000 if lowdim else 256)
     report_kwargs = _report_kwargs(teacher, eval_n, args.eval_steps, True, device)
     train_steps = args.train_steps or (
         3000 if lowdim else int(teacher.config.get("train", {}).get("steps", 1000))
     )
-    report_path = out / "report.json"
-    report: dict[str, Any] = json.loads(report_path.read_text()) if report_path.exists() else {}
+    report = _read_report(report_path)
     report.update(
         {
             "teacher": str(teacher.path),
@@ -233,7 +282,7 @@ def cmd_reflow(args: argparse.Namespace) -> int:
         r = flow_report(model, **report_kwargs)
         report.setdefault("rounds", {})[tag] = r
         _print_report(tag, r)
-        report_path.write_text(json.dumps(report, indent=2) + "\n")
+        _write_report(report_path, report)
 
     def pairs_of(model: Any, folder: Path, tag: str) -> dict[str, torch.Tensor]:
         return simulate_pairs(
@@ -337,9 +386,11 @@ def cmd_reflow(args: argparse.Namespace) -> int:
             files["distill"] = ckpt
             evaluate("distill", distilled)
     except (CheckpointError, ConfigError, ValueError) as err:
-        raise UserError(str(err)) from None
-    report["seconds"] = report.get("seconds", 0.0) + time.perf_counter() - start
-    report_path.write_text(json.dumps(report, indent=2) + "\n")
+        raise UserError(" ".join(str(err).split())) from None
+    except OSError as err:
+        raise UserError(f"reflow in {out}: {describe_os_error(err)}") from None
+    report["seconds"] = float(report.get("seconds", 0.0)) + time.perf_counter() - start
+    _write_report(report_path, report)
     print("outputs:")
     for key, value in files.items():
         print(f"  {key:13s} {value}")
@@ -347,8 +398,36 @@ def cmd_reflow(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_report(path: Path) -> dict[str, Any]:
+    """The report of the run being continued (an empty one when there is none).
+
+    Raises:
+        UserError: a report that cannot be read or is not a JSON object (one line).
+    """
+    if not path.exists():
+        return {}
+    with one_line("cannot read the report"):
+        text = path.read_text()
+    try:
+        report = json.loads(text)
+    except ValueError:
+        report = None
+    if not isinstance(report, dict) or not isinstance(report.get("rounds", {}), dict):
+        raise UserError(f"{path} is not a reflow report: remove it, or choose another --out")
+    return report
+
+
+def _write_report(path: Path, report: dict[str, Any]) -> None:
+    """Write ``report`` as JSON and record it as hwaksan's."""
+    with one_line("cannot write the report"):
+        path.write_text(json.dumps(report, indent=2) + "\n")
+    record_outputs(path)
+
+
 def cmd_straightness(args: argparse.Namespace) -> int:
     """Run ``hwaksan straightness``; returns the exit status."""
+    if args.out:
+        check_outputs([args.out], overwrite=args.overwrite, inputs=[args.checkpoint])
     device = pick_device(args.device)
     model = load_model(args.checkpoint, "hwaksan straightness", device=device)
     n = args.n or (2000 if model.is_lowdim else 256)
@@ -358,7 +437,8 @@ def cmd_straightness(args: argparse.Namespace) -> int:
     _print_report(path.parent.name if path.name == "model" else path.name, report)
     if args.out:
         out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
+        with one_line("cannot write the report"):
+            out.write_text(json.dumps(report, indent=2) + "\n")
+        record_outputs(out)
         print(f"outputs:\n  report {out}")
     return 0

@@ -10,6 +10,8 @@ channels). Tensors are ``(B, C, H, W)`` in [-1, 1].
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +21,16 @@ import torch
 from ..io.artifact import TrainedModel
 from ..plotting import save_image_grid
 from ..utils import downsample, upsample
-from .args import add_sampler_arguments, add_seed_argument
+from .args import add_overwrite_argument, add_sampler_arguments, add_seed_argument, png_path
+from .common import check_outputs, one_line, record_outputs
 
 __all__ = [
     "MASK_HELP",
     "load_image",
     "load_mask",
+    "open_image",
+    "compare_path",
+    "check_image_outputs",
     "save_compare",
     "save_outputs",
     "add_image_arguments",
@@ -36,6 +42,25 @@ __all__ = [
 MASK_HELP = "MASK: a PNG of the image's size, white (>= 128) = keep, black (< 128) = fill."
 
 
+def open_image(path: Path, what: str = "image") -> Any:
+    """A PIL image of the file ``path``, decoded.
+
+    Raises:
+        ValueError: no file there, or one PIL cannot decode (one line naming the fix).
+    """
+    from PIL import Image
+
+    if not path.is_file():
+        raise ValueError(f"no {what} at {path}" + (": it is a folder" if path.is_dir() else ""))
+    try:
+        img = Image.open(path)
+        img.load()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+        raise ValueError(f"{path} is not a readable image ({reason}): give a PNG {what}") from None
+    return img
+
+
 def load_image(
     path: str | Path, channels: int, size: tuple[int, int] | None, resize: bool = False
 ) -> torch.Tensor:
@@ -45,12 +70,8 @@ def load_image(
         ValueError: missing file, wrong channel count, or wrong size without ``resize`` (the
             message names the fix).
     """
-    from PIL import Image
-
     p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"no image at {p}")
-    img = Image.open(p)
+    img = open_image(p)
     img = img.convert("L") if img.mode in ("1", "L", "LA", "I", "I;16", "F") else img.convert("RGB")
     x = torch.from_numpy(np.asarray(img, dtype=np.float32).copy())
     x = x[None] if x.ndim == 2 else x.permute(2, 0, 1)
@@ -82,12 +103,8 @@ def load_mask(path: str | Path, image: torch.Tensor) -> torch.Tensor:
         ValueError: missing file, a size other than the image's, or an RGB mask with unequal
             channels.
     """
-    from PIL import Image
-
     p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"no mask at {p}")
-    img = Image.open(p)
+    img = open_image(p, "mask")
     if img.mode not in ("1", "L", "LA", "I", "I;16", "F"):
         arr = np.asarray(img.convert("RGB"), dtype=np.float32)
         if not (np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 1], arr[..., 2])):
@@ -111,22 +128,51 @@ def save_compare(panels: list[torch.Tensor], path: Path, scale: int) -> Path:
     return save_image_grid(images, path, nrow=len(images), scale=scale)
 
 
+def compare_path(out: str | os.PathLike) -> Path:
+    """The comparison strip written beside ``out``: ``OUT-compare.png``."""
+    out = Path(out)
+    return out.with_name(out.stem + "-compare.png")
+
+
+def check_image_outputs(
+    args: argparse.Namespace, inputs: Iterable[str | os.PathLike | None], extra: Iterable[Path] = ()
+) -> tuple[Path, Path]:
+    """Check, before any work, ``--out``, its comparison strip and ``extra`` against ``inputs``
+    and ``--overwrite`` (:func:`~hwaksan.cli.common.check_outputs`); returns ``(out, compare)``.
+
+    Raises:
+        UserError: an output that must not or cannot be written.
+    """
+    out = Path(args.out)
+    check_outputs([out, compare_path(out), *extra], overwrite=args.overwrite, inputs=inputs)
+    return out, compare_path(out)
+
+
 def save_outputs(x: torch.Tensor, out: Path, compare: list[torch.Tensor]) -> tuple[Path, Path]:
     """Save the results ``x (B, C, H, W)`` at ``out`` and the comparison strip at
-    ``OUT-compare.png``; returns both paths."""
-    out.parent.mkdir(parents=True, exist_ok=True)
+    ``OUT-compare.png`` and record both as hwaksan's; returns both paths.
+
+    Raises:
+        UserError: a write failed (a full disk, no permission; one line).
+    """
     scale = max(1, 96 // max(x.shape[-2:]))
-    save_image_grid(x.detach().cpu(), out, nrow=min(len(x), 10) if len(x) > 1 else 1, scale=scale)
-    cmp = out.with_name(out.stem + "-compare.png")
-    save_compare(compare, cmp, scale)
+    cmp = compare_path(out)
+    with one_line("cannot write the outputs"):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_image_grid(x.detach().cpu(), out, nrow=min(len(x), 10) if len(x) > 1 else 1, scale=scale)
+        save_compare(compare, cmp, scale)
+    record_outputs(out, cmp)
     return out, cmp
 
 
 def add_image_arguments(p: argparse.ArgumentParser, image_help: str) -> None:
-    """``IMAGE``, ``--checkpoint`` and ``--out`` of an editing command."""
+    """``IMAGE``, ``--checkpoint``, ``--out`` and ``--overwrite`` of an editing command."""
     p.add_argument("image", help=image_help)
     p.add_argument("--checkpoint", required=True, help="a checkpoint or run folder of hwaksan train")
-    p.add_argument("--out", required=True, help="output PNG; OUT-compare.png is written beside it")
+    p.add_argument(
+        "--out", required=True, type=png_path, help="output PNG; OUT-compare.png is written beside it"
+    )
+    add_overwrite_argument(p)
 
 
 def add_editing_sampler_arguments(p: argparse.ArgumentParser, sampler: str, steps: int) -> None:

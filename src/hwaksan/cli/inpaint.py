@@ -12,15 +12,15 @@ its whole patch is known), the result is decoded and the known pixels are pasted
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..tasks import inpaint
-from .args import add_class_arguments
+from .args import MAX_STEPS, add_class_arguments, add_n_argument, int_in
 from .common import load_model, print_outputs, seed_generators
 from .images import (
     MASK_HELP,
     add_editing_sampler_arguments,
     add_image_arguments,
+    check_image_outputs,
     class_labels,
     load_image,
     load_mask,
@@ -42,12 +42,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_image_arguments(p, "PNG image of the model's output size and channels")
     p.add_argument("mask", help="PNG mask of the image's size: white = keep, black = fill")
-    p.add_argument("--jump", type=int, default=10, help="jump length j (default 10)")
+    p.add_argument("--jump", type=int_in(1, MAX_STEPS), default=10, help="jump length j (default 10)")
     p.add_argument(
-        "--resample", type=int, default=10, help="resamplings n (1 = plain replacement; default 10)"
+        "--resample",
+        type=int_in(1, 1000),
+        default=10,
+        help="resamplings n (1 = plain replacement; default 10)",
     )
     add_class_arguments(p, "class (default: unconditional)")
-    p.add_argument("--n", type=int, default=4, help="number of completions (default 4)")
+    add_n_argument(p, 4, "number of completions (default 4)")
     p.add_argument("--resize", action="store_true", help="resize IMAGE to the model's size")
     add_editing_sampler_arguments(p, "ddpm", 50)
     p.set_defaults(func=cmd_inpaint)
@@ -55,6 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_inpaint(args: argparse.Namespace) -> int:
     """Run ``hwaksan inpaint``; returns the exit status."""
+    out, _ = check_image_outputs(args, [args.image, args.mask, args.checkpoint])
     model = load_model(args.checkpoint, "hwaksan inpaint", image=True)
     c, h, w = model.output_shape
     x = load_image(args.image, c, (h, w), args.resize).to(model.device)
@@ -75,7 +79,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     )
     known_err = float(((res.x - xs) * mask).abs().max())
     shown = x * mask + (1 - mask) * -0.4  # the unknown region in grey
-    out, cmp = save_outputs(res.x, Path(args.out), [x, shown, res.x])
+    out, cmp = save_outputs(res.x, out, [x, shown, res.x])
     print(
         f"hwaksan inpaint: RePaint with {args.sampler} on {args.steps} {args.grid} steps, jump {args.jump}, "
         f"{args.resample} resampling(s): {res.nfe} NFE; {int(mask.sum())} of {mask.numel()} pixels kept "

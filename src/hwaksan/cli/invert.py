@@ -19,9 +19,16 @@ from ..io.checkpoint import save_tensors
 from ..samplers import GRIDS, get_sampler, make_grid
 from ..tasks import invert_and_generate
 from ..tasks.edit import guided
-from .args import add_class_arguments
-from .common import load_model, print_outputs
-from .images import add_image_arguments, class_labels, guidance_weight, load_image, save_outputs
+from .args import GUIDANCE_WEIGHT, MAX_STEPS, add_class_arguments, int_in
+from .common import load_model, one_line, print_outputs, record_outputs
+from .images import (
+    add_image_arguments,
+    check_image_outputs,
+    class_labels,
+    guidance_weight,
+    load_image,
+    save_outputs,
+)
 
 __all__ = ["register", "cmd_invert"]
 
@@ -36,16 +43,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--to-class (an edit). Writes the reconstruction or edit, a comparison strip and the latent.",
     )
     add_image_arguments(p, "PNG image of the model's output size and channels")
-    p.add_argument("--steps", type=int, default=50, help="grid steps of both passes (default 50)")
+    p.add_argument(
+        "--steps", type=int_in(1, MAX_STEPS), default=50, help="grid steps of both passes (default 50)"
+    )
     p.add_argument("--grid", default="karras", choices=list(GRIDS), help="time grid (default karras)")
     add_class_arguments(p, "class of IMAGE for the inversion")
-    p.add_argument("--to-class", type=int, default=None, help="class of the reverse pass (an edit)")
+    p.add_argument("--to-class", type=int_in(0), default=None, help="class of the reverse pass (an edit)")
     p.add_argument(
-        "--guidance", type=float, default=None, help="guidance weight of the reverse pass (1 = off)"
+        "--guidance", type=GUIDANCE_WEIGHT, default=None, help="guidance weight of the reverse pass (1 = off)"
     )
     p.add_argument(
         "--fixed-point",
-        type=int,
+        type=int_in(0, 100),
         default=0,
         metavar="K",
         help="fixed-point iterations per inversion step (0: plain DDIM inversion; 2-5 make the "
@@ -57,6 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_invert(args: argparse.Namespace) -> int:
     """Run ``hwaksan invert``; returns the exit status."""
+    latent_stem = Path(args.out).with_suffix(".latent")
+    latent_files = [latent_stem.with_name(latent_stem.name + ext) for ext in (".safetensors", ".json")]
+    out, _ = check_image_outputs(args, [args.image, args.checkpoint], latent_files)
     model = load_model(args.checkpoint, "hwaksan invert", image=True)
     c, h, w = model.output_shape
     x = load_image(args.image, c, (h, w), args.resize).to(model.device)
@@ -77,12 +89,14 @@ def cmd_invert(args: argparse.Namespace) -> int:
             panels.append(edit)
     err = float((reconstruction - x).abs().max())
     rmse = float((reconstruction - x).pow(2).mean().sqrt())
-    out, cmp = save_outputs(edit if edit is not None else reconstruction, Path(args.out), panels)
-    lat = save_tensors(
-        Path(args.out).with_suffix(".latent"),
-        {"latent": latent.detach().cpu(), "ts": ts},
-        {"kind": "hwaksan-inversion", "checkpoint": str(model.path), "image": str(args.image)},
-    )
+    out, cmp = save_outputs(edit if edit is not None else reconstruction, out, panels)
+    with one_line("cannot write the latent"):
+        lat = save_tensors(
+            latent_stem,
+            {"latent": latent.detach().cpu(), "ts": ts},
+            {"kind": "hwaksan-inversion", "checkpoint": str(model.path), "image": str(args.image)},
+        )
+    record_outputs(*latent_files)
     print(
         f"hwaksan invert: DDIM inversion over {args.steps} {args.grid} steps (fixed-point iterations "
         f"{args.fixed_point}); reconstruction RMSE {rmse:.4g}, max error {err:.4g} (images in [-1, 1])"

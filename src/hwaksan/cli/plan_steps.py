@@ -25,7 +25,8 @@ from ..samplers import SAMPLERS
 from ..samplers.fit import fit_solver
 from ..samplers.plan import calibration_set, plan_steps
 from ..samplers.planfile import save_plan
-from .common import UserError, load_model
+from .args import MAX_COUNT, MAX_SEED, add_overwrite_argument, int_in, json_path
+from .common import UserError, check_outputs, load_model, one_line, record_outputs
 
 __all__ = ["register", "cmd_plan_steps", "plannable"]
 
@@ -58,15 +59,27 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=plannable(),
         help="deterministic sampler to plan for (default unipc)",
     )
-    p.add_argument("--steps", type=int, default=8, help="grid steps (default 8)")
-    p.add_argument("--n", type=int, default=None, help="calibration samples (default 64; 512 with --fit)")
+    p.add_argument("--steps", type=int_in(1, 1000), default=8, help="grid steps, 1..1000 (default 8)")
     p.add_argument(
-        "--max-evals", type=int, default=200, help="sampler runs the search may spend (default 200)"
+        "--n",
+        type=int_in(1, MAX_COUNT),
+        default=None,
+        help="calibration samples (default 64; 512 with --fit)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the calibration noise")
     p.add_argument(
-        "--out", default=None, help="write the plan as JSON, for hwaksan sample --plan FILE (or --grid FILE)"
+        "--max-evals",
+        type=int_in(1, 1_000_000),
+        default=200,
+        help="sampler runs the search may spend (default 200)",
     )
+    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0, help="seed of the calibration noise")
+    p.add_argument(
+        "--out",
+        default=None,
+        type=json_path,
+        help="write the plan as JSON, for hwaksan sample --plan FILE (or --grid FILE)",
+    )
+    add_overwrite_argument(p)
     p.add_argument(
         "--fit",
         action="store_true",
@@ -74,7 +87,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "integrator whose per-step weights and grid are fitted by gradient through the sampler on the "
         "calibration batch, a quarter of it held out; --sampler is then ignored)",
     )
-    p.add_argument("--iterations", type=int, default=150, help="Adam iterations of --fit (default 150)")
+    p.add_argument(
+        "--iterations", type=int_in(1, 1_000_000), default=150, help="Adam iterations of --fit (default 150)"
+    )
     p.set_defaults(func=cmd_plan_steps)
 
 
@@ -99,6 +114,8 @@ def _print_grid(ts: torch.Tensor, process: Any) -> None:
 
 def cmd_plan_steps(args: argparse.Namespace) -> int:
     """Run ``hwaksan plan-steps``; returns the exit status."""
+    if args.out:
+        check_outputs([args.out], overwrite=args.overwrite, inputs=[args.checkpoint])
     denoiser, shape, source = _denoiser(args)
     spec = SAMPLERS[args.sampler]
     if spec.stochastic or spec.nfe is None:
@@ -139,7 +156,9 @@ def cmd_plan_steps(args: argparse.Namespace) -> int:
             "source": source,
             "options": {},
         }
-        out.write_text(json.dumps(record, indent=2))
+        with one_line("cannot write the plan"):
+            out.write_text(json.dumps(record, indent=2))
+        record_outputs(out)
         print(
             f"outputs:\n  grid {out} (use it with: hwaksan sample ... --sampler {args.sampler} --grid {out})"
         )
@@ -179,18 +198,20 @@ def _fit(
         f"({plan.iterations} iterations, {time.perf_counter() - start:.1f} s)"
     )
     if args.out:
-        out = save_plan(
-            args.out,
-            "fitted",
-            plan.ts,
-            plan.options,
-            steps=args.steps,
-            nfe=args.steps,
-            error=plan.error,
-            initial_error=plan.initial_error,
-            start=plan.start,
-            source=source,
-            calibration_samples=n,
-        )
+        with one_line("cannot write the plan"):
+            out = save_plan(
+                args.out,
+                "fitted",
+                plan.ts,
+                plan.options,
+                steps=args.steps,
+                nfe=args.steps,
+                error=plan.error,
+                initial_error=plan.initial_error,
+                start=plan.start,
+                source=source,
+                calibration_samples=n,
+            )
+        record_outputs(out)
         print(f"outputs:\n  plan {out} (use it with: hwaksan sample CHECKPOINT --plan {out})")
     return 0

@@ -33,13 +33,17 @@ from .args import (
     add_device_argument,
     add_ema_arguments,
     add_guidance_arguments,
+    add_n_argument,
+    add_overwrite_argument,
     add_prompt_arguments,
     add_sampler_arguments,
     add_seed_argument,
     ema_index,
+    int_in,
     pick_device,
+    png_path,
 )
-from .common import UserError, load_model, seed_generators
+from .common import UserError, check_outputs, load_model, one_line, record_outputs, seed_generators
 from .guidance import sample_conditioning
 
 __all__ = ["register", "cmd_sample"]
@@ -68,15 +72,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         + "; ".join(f"{k}: {v.description}" for k, v in SAMPLERS.items()),
         grid_help="time discretisation (default: karras), or a grid file written by hwaksan plan-steps --out",
     )
-    p.add_argument(
-        "--n", type=int, default=None, help="number of samples (default: 64 images, or 2000 2-D points)"
-    )
+    add_n_argument(p, None, "number of samples (default: 64 images, or 2000 2-D points)")
     add_seed_argument(p, "image i uses seed SEED + i, whatever --n is (default: 0)")
     p.add_argument(
         "--out",
         default="grid.png",
-        help="output PNG (default: grid.png); 2-D models also write a CSV beside it",
+        type=png_path,
+        help="output PNG (default: grid.png); 2-D models also write OUT.csv beside it",
     )
+    add_overwrite_argument(p)
     add_class_arguments(
         p,
         "class of every image for a class-conditional model (default: image i gets class i %% K)",
@@ -85,13 +89,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_ema_arguments(p, "sample")
     p.add_argument(
-        "--nrow", type=int, default=None, help="images per grid row (default: K classes, or a square)"
+        "--nrow",
+        type=int_in(1, 10_000),
+        default=None,
+        help="images per grid row (default: K classes, or a square)",
     )
     p.add_argument(
         "--scale",
-        type=int,
+        type=int_in(1, 64),
         default=None,
-        help="pixel magnification of the PNG (default: about 96 px per image)",
+        help="pixel magnification of the PNG, 1..64 (default: about 96 px per image)",
     )
     add_device_argument(p, "sample")
     add_guidance_arguments(p)
@@ -100,18 +107,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    """Run ``hwaksan sample``; returns the exit status."""
+    """Run ``hwaksan sample``; returns the exit status.
+
+    The PNG is checked before the model is loaded; a 2-D model's CSV (``OUT.csv``) once the model
+    is known to be one, before sampling.
+    """
     device = pick_device(args.device)
+    (out,) = check_outputs([args.out], overwrite=args.overwrite, inputs=[args.checkpoint])
     model = load_model(args.checkpoint, "hwaksan sample", ema=ema_index(args), device=device)
     args.n = args.n if args.n is not None else (2000 if model.is_lowdim else 64)
-    if args.n < 1 or args.steps < 1:
-        raise UserError("--n and --steps must be >= 1")
     if model.is_lowdim:
-        return _sample_points(model, args, device)
-    return _sample_images(model, args, device)
+        check_outputs([out.with_suffix(".csv")], overwrite=args.overwrite, inputs=[args.checkpoint])
+        return _sample_points(model, args, device, out)
+    return _sample_images(model, args, device, out)
 
 
-def _sample_points(model: TrainedModel, args: argparse.Namespace, device: torch.device) -> int:
+def _sample_points(model: TrainedModel, args: argparse.Namespace, device: torch.device, out: Path) -> int:
     """A 2-D model: a scatter plot and a CSV."""
     n = args.n
     if model.source != "gaussian":  # a flow from another 2-D set: its ODE map from that set's samples
@@ -131,17 +142,17 @@ def _sample_points(model: TrainedModel, args: argparse.Namespace, device: torch.
             generator=seed_generators(args.seed, n, device),
             **args.options,
         )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     points = res.x.detach().cpu()
-    plot_samples_2d({f"{args.sampler}, {res.nfe} NFE": points}, out, cols=1)
     csv = out.with_suffix(".csv")
-    np.savetxt(csv, points.double().numpy(), delimiter=",", header="x,y", comments="")
+    with one_line("cannot write the outputs"):
+        plot_samples_2d({f"{args.sampler}, {res.nfe} NFE": points}, out, cols=1)
+        np.savetxt(csv, points.double().numpy(), delimiter=",", header="x,y", comments="")
+    record_outputs(out, csv)
     print(f"{n} samples with {args.sampler} ({res.nfe} NFE)\noutputs:\n  plot    {out}\n  samples {csv}")
     return 0
 
 
-def _sample_images(model: TrainedModel, args: argparse.Namespace, device: torch.device) -> int:
+def _sample_images(model: TrainedModel, args: argparse.Namespace, device: torch.device, out: Path) -> int:
     """An image model: a PNG grid (latents decoded)."""
     try:
         conditioning = sample_conditioning(model, args)
@@ -162,9 +173,9 @@ def _sample_images(model: TrainedModel, args: argparse.Namespace, device: torch.
     labelled = model.num_classes and not args.uncond and args.label is None and model.text is None
     nrow = args.nrow or conditioning.nrow or (model.num_classes if labelled else math.ceil(math.sqrt(args.n)))
     scale = args.scale or max(1, 96 // max(images.shape[2:]))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_image_grid(images, out, nrow=nrow, scale=scale)
+    with one_line("cannot write the outputs"):
+        save_image_grid(images, out, nrow=min(nrow, args.n), scale=scale)
+    record_outputs(out)
     print(
         f"hwaksan sample: wrote {out} ({args.n} images, {args.sampler} {len(result.ts) - 1} steps = "
         f"{result.nfe} NFE, seeds {args.seed}..{args.seed + args.n - 1}) from {model.path}",

@@ -14,7 +14,6 @@ input channels, so a latent-diffusion model cannot be one: both commands refuse 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 
@@ -22,9 +21,26 @@ from ..io.artifact import SuperResSpec, TrainedModel
 from ..samplers import SAMPLERS
 from ..tasks import Stage, cascade, psnr, ssim, upscale
 from ..utils import downsample, upsample
-from .args import add_class_arguments
+from .args import (
+    MAX_COUNT,
+    MAX_SEED,
+    MAX_STEPS,
+    add_class_arguments,
+    add_n_argument,
+    add_overwrite_argument,
+    float_in,
+    int_in,
+    png_path,
+)
 from .common import load_model, print_outputs, seed_generators
-from .images import add_editing_sampler_arguments, add_image_arguments, class_labels, load_image, save_outputs
+from .images import (
+    add_editing_sampler_arguments,
+    add_image_arguments,
+    check_image_outputs,
+    class_labels,
+    load_image,
+    save_outputs,
+)
 
 __all__ = ["register", "cmd_upscale", "cmd_cascade", "DEFAULT_AUG_FRACTION"]
 
@@ -47,13 +63,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--aug-level",
-        type=float,
+        type=float_in(0.0, 1.0),
         default=None,
-        help="noise-conditioning augmentation level s (a time of the process) given to the model "
-        f"(default {DEFAULT_AUG_FRACTION} x the training aug_max; models trained without it: none)",
+        help="noise-conditioning augmentation level s (a time of the process, in [0, 1]) given to the "
+        f"model (default {DEFAULT_AUG_FRACTION} x the training aug_max; models trained without it: none)",
     )
     add_class_arguments(p, "class (class-conditional SR models)")
-    p.add_argument("--n", type=int, default=4, help="number of samples (default 4)")
+    add_n_argument(p, 4, "number of samples (default 4)")
     add_editing_sampler_arguments(p, "heun", 12)
     p.set_defaults(func=cmd_upscale)
 
@@ -64,21 +80,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("base", help="checkpoint or run folder of the base (low-resolution) model")
     p.add_argument("stages", nargs="+", help="checkpoints or run folders of the SR stages, in order")
-    p.add_argument("--out", required=True, help="output PNG; OUT-compare.png shows every stage")
-    p.add_argument("--n", type=int, default=40, help="number of images (default 40)")
+    p.add_argument(
+        "--out", required=True, type=png_path, help="output PNG; OUT-compare.png shows every stage"
+    )
+    add_overwrite_argument(p)
+    p.add_argument("--n", type=int_in(1, MAX_COUNT), default=40, help="number of images (default 40)")
     add_class_arguments(p, "class of every image (default i %% K)")
     p.add_argument(
         "--aug-level",
-        type=float,
+        type=float_in(0.0, 1.0),
         action="append",
         default=None,
         help="augmentation level of each SR stage, repeated in order (default "
         f"{DEFAULT_AUG_FRACTION} x its training aug_max)",
     )
     p.add_argument("--sampler", default="heun", choices=list(SAMPLERS), help="sampler of every stage")
-    p.add_argument("--steps", type=int, default=12, help="steps of the base model (default 12)")
-    p.add_argument("--sr-steps", type=int, default=12, help="steps of each SR stage (default 12)")
-    p.add_argument("--seed", type=int, default=0, help="image i uses seed SEED + i")
+    p.add_argument(
+        "--steps", type=int_in(1, MAX_STEPS), default=12, help="steps of the base model (default 12)"
+    )
+    p.add_argument(
+        "--sr-steps", type=int_in(1, MAX_STEPS), default=12, help="steps of each SR stage (default 12)"
+    )
+    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0, help="image i uses seed SEED + i")
     p.set_defaults(func=cmd_cascade)
 
 
@@ -109,6 +132,7 @@ def _aug_level(value: float | None, spec: SuperResSpec, model: TrainedModel) -> 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
     """Run ``hwaksan upscale``; returns the exit status."""
+    out, _ = check_image_outputs(args, [args.image, args.checkpoint])
     model = load_model(args.checkpoint, "hwaksan upscale", image=True, pixel=True)
     spec = _superres(model)
     lowres = spec.lowres
@@ -139,7 +163,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         )
     bicubic = upsample(x, (h, w))
     panels = [bicubic, res.x] + ([truth] if truth is not None else [])
-    out, cmp = save_outputs(res.x, Path(args.out), panels)
+    out, cmp = save_outputs(res.x, out, panels)
     msg = f"hwaksan upscale: {lowres}x{lowres} -> {w}x{h}, aug level {level}, {res.nfe} NFE"
     if truth is not None:
         t = truth.expand_as(res.x)
@@ -160,6 +184,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 
 def cmd_cascade(args: argparse.Namespace) -> int:
     """Run ``hwaksan cascade``; returns the exit status."""
+    out, _ = check_image_outputs(args, [args.base, *args.stages])
     base = load_model(args.base, "hwaksan cascade", image=True, pixel=True)
     k = base.num_classes
     if k:
@@ -201,7 +226,7 @@ def cmd_cascade(args: argparse.Namespace) -> int:
         )
     final = results[-1].x
     panels = [upsample(r.x.clamp(-1, 1), tuple(size)) for r in results]
-    out, cmp = save_outputs(final, Path(args.out), panels)
+    out, cmp = save_outputs(final, out, panels)
     nfe = sum(r.nfe for r in results)
     print(
         f"hwaksan cascade: {' -> '.join(str(r.x.shape[-1]) for r in results)} pixels, {args.n} images, "

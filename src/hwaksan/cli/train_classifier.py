@@ -20,7 +20,8 @@ from ..losses import T_DISTRIBUTIONS
 from ..processes import PROCESSES, make_process
 from ..training.classifier import classifier_accuracy, save_classifier, train_classifier
 from ..training.optim import NonFiniteLossError
-from .common import UserError
+from .args import MAX_COUNT, MAX_SEED, add_overwrite_argument, float_in, int_in
+from .common import UserError, check_outputs, one_line, record_outputs
 
 __all__ = ["register", "cmd_train_classifier", "NOISE_LEVELS"]
 
@@ -59,19 +60,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--sigma-data",
-        type=float,
+        type=float_in(0.0, 1000.0, above=True),
         default=0.5,
         help="data std of the input scaling c_in = 1/sqrt(alpha^2 sd^2 + sigma^2) (default 0.5; "
         "runs/mnist uses 0.6); stored in the checkpoint",
     )
     p.add_argument("--clean", action="store_true", help="train on clean images (not noise-aware)")
-    p.add_argument("--steps", type=int, default=2000, help="optimisation steps (default 2000)")
-    p.add_argument("--batch-size", type=int, default=128, help="batch size (default 128)")
-    p.add_argument("--lr", type=float, default=1e-2, help="peak AdamW learning rate (default 1e-2)")
-    p.add_argument("--channels", type=int, default=32, help="width of the first level (default 32)")
-    p.add_argument("--seed", type=int, default=0, help="seed of everything random (default 0)")
+    p.add_argument("--steps", type=int_in(1, 10**9), default=2000, help="optimisation steps (default 2000)")
+    p.add_argument("--batch-size", type=int_in(1, MAX_COUNT), default=128, help="batch size (default 128)")
     p.add_argument(
-        "--max-seconds", type=float, default=0.0, help="stop after this much wall time (default 0: no limit)"
+        "--lr",
+        type=float_in(0.0, 10.0, above=True),
+        default=1e-2,
+        help="peak AdamW learning rate (default 1e-2)",
+    )
+    p.add_argument(
+        "--channels", type=int_in(1, 4096), default=32, help="width of the first level (default 32)"
+    )
+    p.add_argument(
+        "--seed", type=int_in(0, MAX_SEED), default=0, help="seed of everything random (default 0)"
+    )
+    p.add_argument(
+        "--max-seconds",
+        type=float_in(0.0, 1e9),
+        default=0.0,
+        help="stop after this much wall time (default 0: no limit)",
     )
     p.add_argument(
         "--out",
@@ -80,7 +93,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="checkpoint path stem (writes PATH.safetensors and PATH.json; default "
         "runs/classifier-DATA/classifier, or classifier-DATA-clean)",
     )
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's choice)")
+    add_overwrite_argument(p)
+    p.add_argument(
+        "--threads", type=int_in(0, 1024), default=0, help="torch CPU threads (default 0: torch's choice)"
+    )
     p.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     p.set_defaults(func=cmd_train_classifier)
 
@@ -92,8 +108,10 @@ def _default_out(data: str, clean: bool) -> Path:
 
 def cmd_train_classifier(args: argparse.Namespace) -> int:
     """Run ``hwaksan train-classifier``; returns the exit status."""
-    if args.steps < 1 or args.batch_size < 1:
-        raise UserError("--steps and --batch-size must be >= 1")
+    out = Path(args.out) if args.out else _default_out(args.data, args.clean)
+    out = out.with_suffix("") if out.suffix in (".safetensors", ".json") else out
+    files = [out.with_name(out.name + ext) for ext in (".safetensors", ".json")]
+    check_outputs(files, overwrite=args.overwrite)
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -138,9 +156,9 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
                     result.net, val, process=process, sigma_data=args.sigma_data, t=t, seed=args.seed
                 )
     result.meta.update(val_accuracy_at=accuracies)  # recorded in the checkpoint
-    out = Path(args.out) if args.out else _default_out(args.data, args.clean)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stem = save_classifier(out, result).with_suffix("")
+    with one_line("cannot write the classifier"):
+        stem = save_classifier(out, result).with_suffix("")
+    record_outputs(*files)
     print(f"  trained {len(result.losses)} steps in {time.perf_counter() - start:.1f} s")
     for name, acc in accuracies.items():
         print(f"  validation accuracy ({len(val)} images) at {name:16s} {100 * acc:6.2f}%")

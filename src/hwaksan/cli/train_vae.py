@@ -18,7 +18,8 @@ from pathlib import Path
 from ..data.images import DatasetUnavailable
 from ..evaluation import features
 from ..training.vae import VAEConfig, train_vae
-from .common import UserError
+from .args import MAX_COUNT, MAX_SEED, add_overwrite_argument, float_in, int_in
+from .common import UserError, check_outputs, one_line, record_outputs
 
 __all__ = ["register", "run_train_vae"]
 
@@ -53,6 +54,30 @@ _HELP = {
 }
 
 
+_TYPES: dict[str, Callable[[str], object]] = {
+    "image_size": int_in(0, 4096),
+    "latent_channels": int_in(1, 1024),
+    "model_channels": int_in(1, 4096),
+    "channel_mult": int_in(1, 64),
+    "num_res_blocks": int_in(1, 64),
+    "kl_weight": float_in(0.0, 1e6),
+    "perceptual_weight": float_in(0.0, 1e6),
+    "lr": float_in(0.0, 10.0, above=True),
+    "warmup": int_in(0, 10**9),
+    "steps": int_in(1, 10**9),
+    "batch_size": int_in(1, MAX_COUNT),
+    "ema_decay": float_in(0.0, 1.0, below=True),
+    "seed": int_in(0, MAX_SEED),
+    "max_seconds": float_in(0.0, 1e9),
+    "threads": int_in(0, 1024),
+    "log_every": int_in(1, 10**9),
+}
+"""The parser of each numeric option (finite, in range); the others are strings."""
+
+OUTPUT_FILES = ("vae.safetensors", "vae.json", "recon.png", "loss.png", "metrics.jsonl")
+"""The files train-vae writes into its folder."""
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``hwaksan train-vae`` (one option per field of :class:`~hwaksan.training.vae.VAEConfig`)."""
     p = sub.add_parser(
@@ -68,12 +93,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         if f.type in ("bool", bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=_HELP[f.name])
         elif f.name == "channel_mult":
-            p.add_argument(flag, type=int, nargs="+", default=list(f.default), help=_HELP[f.name])
+            p.add_argument(flag, type=_TYPES[f.name], nargs="+", default=list(f.default), help=_HELP[f.name])
         else:
-            kind = {"int": int, "float": float, "str": str}[str(f.type)]
             choices = ["l1", "l2"] if f.name == "loss" else None
-            p.add_argument(flag, type=kind, default=f.default, choices=choices, help=_HELP[f.name])
+            p.add_argument(
+                flag, type=_TYPES.get(f.name, str), default=f.default, choices=choices, help=_HELP[f.name]
+            )
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: runs/vae-DATA)")
+    add_overwrite_argument(p)
     p.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     p.set_defaults(func=run_train_vae)
 
@@ -84,12 +111,21 @@ def run_train_vae(args: argparse.Namespace) -> int:
     values["channel_mult"] = tuple(values["channel_mult"])
     try:
         cfg = VAEConfig(**values)
-        feature_map = _perceptual_features() if cfg.perceptual_weight > 0 else None
-        name = cfg.data.replace(":", "-").replace("/", "_")
-        out = Path(args.out) if args.out else Path("runs") / f"vae-{name}"
-        train_vae(cfg, out, features=feature_map, progress=not args.no_progress)
-    except (ValueError, DatasetUnavailable, FloatingPointError, ImportError) as err:
+    except ValueError as err:
         raise UserError(str(err)) from None
+    name = cfg.data.replace(":", "-").replace("/", "_")
+    out = Path(args.out) if args.out else Path("runs") / f"vae-{name}"
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: give a folder")
+    files = [out / f for f in OUTPUT_FILES]
+    check_outputs(files, overwrite=args.overwrite)
+    try:
+        feature_map = _perceptual_features() if cfg.perceptual_weight > 0 else None
+        with one_line(f"training into {out}"):
+            train_vae(cfg, out, features=feature_map, progress=not args.no_progress)
+    except (ValueError, DatasetUnavailable, FloatingPointError, ImportError) as err:
+        raise UserError(" ".join(str(err).split())) from None
+    record_outputs(*files)
     return 0
 
 
