@@ -88,9 +88,17 @@ ORDERED = ["ddim", "euler", "heun", "dpmpp_2m"]
 @pytest.mark.parametrize("name", ORDERED)
 def test_convergence_order(mixture2d, process, name):
     """Error vs a float64 reference on grids uniform in log-SNR, ending at sigma~ = 0.1 (no final
-    denoise, so the ODE solution itself is compared). The fitted log-log slope of the error against
-    the step count must equal the declared order within 0.3 (the asymptotic regime is reached from
-    16 steps on for this problem; the 0.3 allows the pre-asymptotic curvature of the fit)."""
+    denoise, so the ODE solution itself is compared), at 16, 32, 64 and 128 steps.
+
+    The observed order between successive step counts is ``p_k = log2(e_k / e_{k+1})``. With the
+    asymptotic expansion ``e_N = C N^-p (1 + c / N + c2 / N^2 + ...)`` of a method of order ``p``,
+    ``p_k = p + c / (2 ln 2 N_k) + O(N_k^-2)``: the deviation ``d_k = p_k - p`` halves with every
+    doubling. Required over the last doubling (64 -> 128): ``|d| <= 3/4 |d_prev| + 0.02`` and
+    ``|d| < 0.15``. The factor 3/4 (not 1/2) leaves room for the ``N^-2`` term; the 0.02 covers
+    methods whose ``c`` is about 0, where ``d ~ 3 c2 / (4 ln 2 N^2)`` (0.02 at N = 64 allows
+    ``|c2|`` up to 75). A term of lower order, ``C' N^-(p-1)``, makes ``|d|`` grow with N instead,
+    and a wrong order keeps it constant: both fail however small their constant is, once it shows
+    at 128 steps."""
     oracle = GaussianMixtureDenoiser(mixture2d, process)
     x = process.prior_sample((64, 2), torch.Generator().manual_seed(0), dtype=torch.float64)
     t0, t1 = float(process.t_max), float(process.t_from_sigma_tilde(0.1))
@@ -105,8 +113,9 @@ def test_convergence_order(mixture2d, process, name):
         ts[0], ts[-1] = t0, t1
         out, _ = _run(name, oracle, x, ts, None)
         errors.append(float((out - ref).norm(dim=1).mean()))
-    slope = -np.polyfit(np.log(ns), np.log(errors), 1)[0]
-    assert abs(slope - SAMPLERS[name].order) < 0.3, (errors, slope)
+    observed = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))
+    dev = observed - SAMPLERS[name].order
+    assert abs(dev[-1]) <= 0.75 * abs(dev[-2]) + 0.02 and abs(dev[-1]) < 0.15, (errors, observed)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -124,9 +133,16 @@ STOCHASTIC_CASES = {
 
 @pytest.mark.parametrize("case", list(STOCHASTIC_CASES))
 def test_stochastic_moments(mixture2d, case):
-    """Mean and covariance within 5 Monte-Carlo standard errors plus 0.03 absolute for the time
-    discretisation (first-order schemes at >= 250 steps; the bias measured at twice the steps is
-    below 0.01 on this problem)."""
+    """Mean and covariance within ``Z = 4`` Monte-Carlo standard errors plus 0.03 absolute for the
+    time-discretisation bias of the first-order schemes at >= 250 steps (O(1/N)). pc and
+    annealed_langevin also carry a bias set by their fixed corrector / Langevin step, which does not
+    vanish with N and is not modelled by this tolerance: their steps are checked exactly instead.
+
+    ``Z``: the six cases make 30 comparisons (2 means and 3 distinct covariance entries each); a
+    standard normal exceeds 4 in absolute value with probability 6.3e-5, so a correct sampler fails
+    one of them with probability below 0.2% (Bonferroni) whatever the seeds. The noise scales and
+    drifts of these samplers are checked exactly, without Monte-Carlo error, in
+    tests/samplers/test_stochastic_exact.py; this test checks the mixture's moments end to end."""
     name = case.split("-")[0]
     grid, n_steps, opts = STOCHASTIC_CASES[case]
     process = DiscreteVP.linear()
@@ -140,10 +156,10 @@ def test_stochastic_moments(mixture2d, case):
     out = SAMPLERS[name].fn(oracle, x, ts, generator=torch.Generator().manual_seed(6), **opts)
     mean, cov = mixture2d.mean(), mixture2d.covariance()
     se_mean = (cov.diagonal() / n).sqrt()
-    assert bool(((out.mean(0) - mean).abs() < 5 * se_mean + 0.03).all()), (out.mean(0), mean)
+    assert bool(((out.mean(0) - mean).abs() < 4 * se_mean + 0.03).all()), (out.mean(0), mean)
     var = cov.diagonal()
     se_cov = ((var[:, None] * var[None, :] + cov**2) / n).sqrt()
-    assert bool(((torch.cov(out.T) - cov).abs() < 5 * se_cov + 0.03).all()), (torch.cov(out.T), cov)
+    assert bool(((torch.cov(out.T) - cov).abs() < 4 * se_cov + 0.03).all()), (torch.cov(out.T), cov)
 
 
 # ------------------------------------------------------------------------------------------------

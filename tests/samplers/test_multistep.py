@@ -11,6 +11,9 @@
   nearly constant in log-SNR, so they do not limit the slope over these ranges.
 - Registry contract for the new samplers: deterministic under a generator, NFE equals spec.nfe,
   sample i independent of the batch size with per-sample generators, dtype preserved.
+- The SDE samplers at ``eta = 0`` against the DPM-Solver++ multistep step written out here (closed
+  form for two points, quadrature for three); their stochastic steps are tested exactly in
+  test_stochastic_exact.py.
 - One step of DPM-Solver++(3M) and of UniPC (bh1 and bh2) re-derived independently in float64 on
   linear-Gaussian data (``x0 ~ N(0, s^2 I)``: the exact denoiser is linear, the exact PF-ODE
   solution closed form), with scipy quadrature of the interpolating polynomial instead of phi
@@ -105,13 +108,45 @@ def test_registry_contract(contract_denoiser, name):
         assert not torch.allclose(a, c)
 
 
-def test_sde_with_eta_zero_is_the_ode_solver(contract_denoiser):
+@pytest.mark.parametrize("name, order", [("dpmpp_2m_sde", 2), ("dpmpp_3m_sde", 3)])
+def test_sde_with_eta_zero_is_the_ode_multistep(contract_denoiser, name, order):
+    """With ``eta = 0`` the SDE samplers take the deterministic DPM-Solver++ multistep step, written
+    out here in float64 (Lu et al. 2022b, eq. 9: ``x_s = (sigma_s / sigma_t) x_t + sigma_s
+    int_{lam_t}^{lam_s} e^lam D dlam`` with ``D`` the polynomial through the last ``k`` denoisings
+    in ``lam``, integrated exactly). One point: ``(1 - e^{-h}) D_0``. Two points, in closed form:
+    ``(1 - e^{-h}) D_0 + (h - 1 + e^{-h}) / h (D_0 - D_1) / r`` with ``r = (lam_t - lam_prev) / h``
+    (Alg. 2 of the paper approximates the second weight by ``(1 - e^{-h}) / 2``, an O(h^3) local
+    difference; the library's multistep family integrates the interpolant exactly). Three points:
+    scipy quadrature. The last step onto sigma = 0 is ``alpha_s D``; no noise whatever the seed."""
     den = contract_denoiser
-    ts = karras_grid(den.process, 8)
-    x = den.process.prior_sample((5, 2), torch.Generator().manual_seed(1), dtype=torch.float64)
-    ode = sample_dpmpp_3m(den, x, ts)
-    sde = SAMPLERS["dpmpp_3m_sde"].fn(den, x, ts, eta=0.0, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(ode, sde, rtol=1e-12, atol=1e-12)
+    p = den.process
+    ts = karras_grid(p, 8)
+    x = p.prior_sample((5, 2), torch.Generator().manual_seed(1), dtype=torch.float64)
+    sde = SAMPLERS[name].fn(den, x, ts, eta=0.0, generator=torch.Generator().manual_seed(0))
+    other = SAMPLERS[name].fn(den, x, ts, eta=0.0, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(sde, other)
+    tl = ts.tolist()
+    hist: list[tuple[float, torch.Tensor]] = []  # (lam_j, D_j), newest first
+    for t, s in zip(tl[:-1], tl[1:], strict=True):
+        a_s, s_s, s_t = float(p.alpha(s)), float(p.sigma(s)), float(p.sigma(t))
+        d = den(x, torch.full((x.shape[0],), t, dtype=torch.float64))
+        if s_s == 0:
+            x = a_s * d
+            continue
+        lam_t, lam_s = _lam(p, t), _lam(p, s)
+        h = lam_s - lam_t
+        hist = [(lam_t, d), *hist][:order]
+        if len(hist) == 3:
+            x = (s_s / s_t) * x + s_s * _exp_poly_integral(
+                [lj for lj, _ in hist], [dj for _, dj in hist], lam_t, lam_s
+            )
+            continue
+        step = -math.expm1(-h) * d
+        if len(hist) == 2:
+            r = (lam_t - hist[1][0]) / h
+            step = step + (h + math.expm1(-h)) / h * (d - hist[1][1]) / r
+        x = (s_s / s_t) * x + a_s * step
+    torch.testing.assert_close(sde, x, rtol=1e-10, atol=1e-12)
 
 
 def test_brownian_tree_is_grid_independent_and_brownian():
