@@ -49,7 +49,7 @@ GRID_KINDS = {"U": "uniform", "K": "karras", "L": "log_snr"}
 #: options for samplers whose defaults do not fit a small NFE budget
 SAMPLER_OPTIONS: dict[str, dict] = {"annealed_langevin": {"n_steps_each": 1}}
 #: samplers with a controller-chosen NFE: reported in their own table
-ADAPTIVE = ("adaptive", "adaptive_pid")
+ADAPTIVE = ("adaptive",)
 #: samplers that also get a planned grid (P), and the largest NFE planned (the search costs ~100 runs)
 PLAN_SAMPLERS = ("unipc", "dpmpp_3m", "deis")
 PLAN_MAX_NFE = 20

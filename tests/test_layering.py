@@ -10,6 +10,8 @@ still ties two modules together; it only hides the tie). Imports run one way::
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -225,3 +227,14 @@ def test_core_imports_no_network_data_or_training():
         paths = (PKG / part).rglob("*.py") if (PKG / part).is_dir() else [PKG / f"{part}.py"]
         for path in paths:
             assert not _parts_imported(path) & {"models", "data", "training", "io", "cli"}, path
+
+
+def test_importing_the_package_loads_no_slow_optional_module():
+    """``import hwaksan`` loads torch and numpy only: scipy (through torchdiffeq), matplotlib and
+    POT cost a second or more together and are imported where they are used."""
+    code = (
+        "import sys, hwaksan, hwaksan.samplers, hwaksan.processes; "
+        "print(sorted(m for m in ('scipy', 'torchdiffeq', 'matplotlib', 'ot') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -37,7 +37,6 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
 __all__ = [
     "COUPLINGS",
@@ -129,6 +128,8 @@ def ot_assignment(
     (module docstring). Equal batches make the minibatch OT plan a permutation (Birkhoff), so this
     is the exact minibatch OT coupling (``ot.emd`` finds the same one).
     """
+    from scipy.optimize import linear_sum_assignment  # scipy.optimize is slow to import: only here
+
     perm = np.empty(x0.shape[0], dtype=np.int64)
     groups = _groups(x0, eps, labels, source_labels)
     cost = squared_distances(x0, eps).cpu().numpy()

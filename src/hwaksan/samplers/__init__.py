@@ -17,7 +17,6 @@ from .._typing import Cond, Denoiser
 from ..processes import Process
 from ..utils import GeneratorLike
 from ._common import grid_steps
-from .adaptive_pid import sample_adaptive_pid
 from .fitted import sample_fitted
 from .langevin import langevin_correct, sample_annealed_langevin, sample_pc
 from .likelihood import LikelihoodResult, divergence, log_likelihood
@@ -66,7 +65,6 @@ __all__ = [
     "sample_lms",
     "sample_dpm_2",
     "BrownianTree",
-    "sample_adaptive_pid",
     "sample_fitted",
     "sample_euler_maruyama",
     "sample_pc",
@@ -165,14 +163,6 @@ SAMPLERS: dict[str, SamplerSpec] = {
     "deis": SamplerSpec(sample_deis, False, 3, _n_steps, "DEIS exponential integrator, eps poly in log-SNR"),
     "lms": SamplerSpec(sample_lms, False, 4, _n_steps, "linear multistep in sigma (4th order)"),
     "dpm_2": SamplerSpec(sample_dpm_2, False, 2, _heun_nfe, "DPM-Solver-2 (midpoint in log-SNR)"),
-    "adaptive_pid": SamplerSpec(
-        sample_adaptive_pid,
-        False,
-        None,
-        None,
-        "Bogacki-Shampine 3(2) in log sigma with a PID step controller",
-        {"rtol": 1e-3, "atol": 1e-3},
-    ),
     "fitted": SamplerSpec(
         sample_fitted, False, 4, _n_steps, "predictor-corrector with fitted coefficients (plan-steps --fit)"
     ),

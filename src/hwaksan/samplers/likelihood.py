@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torchdiffeq import odeint
 
 from .._typing import Cond, Denoiser
 from ..parameterizations import velocity_from_x0
@@ -136,6 +135,8 @@ def log_likelihood(
 
     grid = torch.tensor([t_start, t_end], dtype=x0.dtype, device=x0.device)
     state0 = (x0, torch.zeros(x0.shape[0], 1 if exact else probes, dtype=x0.dtype, device=x0.device))
+    from torchdiffeq import odeint  # it loads scipy.integrate (~0.5 s): only when solving
+
     xs, deltas = odeint(
         dynamics, state0, grid, rtol=rtol, atol=atol, method=method, options=_land_on(grid, method)
     )

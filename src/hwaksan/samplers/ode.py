@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 
 import torch
-from torchdiffeq import odeint
 
 from .._typing import Cond, Denoiser
 from ..utils import GeneratorLike, randn_like
@@ -224,8 +223,8 @@ def sample_adaptive(
     callback: Callback = None,
 ) -> torch.Tensor:
     """Error-controlled Runge-Kutta (torchdiffeq) on the PF-ODE in ``s = log sigma~``
-    (:class:`ScaledLogSigmaODE`, shared with :func:`sample_adaptive_pid`; the form of the benchmark's float64
-    reference), so the error falls with the tolerance even on a tabulated schedule.
+    (:class:`ScaledLogSigmaODE`, the form of the benchmark's float64 reference), so the error falls
+    with the tolerance even on a tabulated schedule.
 
     Integrates from ``ts[0]`` to ``ts[-1]``; when ``ts[-1] = 0`` it integrates to ``t_min`` (``1e-3``
     where the process has none) and finishes with one denoising step. The intermediate grid points
@@ -237,6 +236,8 @@ def sample_adaptive(
     """
     ode = ScaledLogSigmaODE(denoiser, x, ts, cond)
     grid = torch.tensor([ode.s0, ode.s1], dtype=x.dtype, device=x.device)
+    from torchdiffeq import odeint  # it loads scipy.integrate (~0.5 s): only when solving
+
     y = odeint(ode, ode.y0, grid, rtol=rtol, atol=atol, method=method, options=_land_on(grid, method))
     x = ode.end(y[-1])
     if callback is not None:

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torchdiffeq import odeint
 
 from .._typing import Denoiser
 from ..utils import GeneratorLike
@@ -109,6 +108,8 @@ def calibration_set(
         a = float(process.alpha(t))
         tb = torch.full((y.shape[0],), t, dtype=torch.float64)
         return y - denoiser(a * y, tb)
+
+    from torchdiffeq import odeint  # it loads scipy.integrate (~0.5 s): only when solving
 
     grid = torch.tensor([math.log(s_max), math.log(s_min)], dtype=torch.float64)
     with torch.no_grad():
