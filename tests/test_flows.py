@@ -206,6 +206,24 @@ def test_push_forward_is_the_sampler_from_the_same_noise(mixture2d):
         push_forward(oracle, x1, sampler="ddpm", steps=4)
 
 
+def test_pairs_from_a_trainable_model_carry_no_graph():
+    """The ODE map of a network with trainable weights gives plain data: a second model can be
+    fitted on the pairs, and the first one's graph is never backpropagated through."""
+    from hwaksan.models.mlp import MLP
+    from hwaksan.parameterizations import ModelDenoiser
+
+    torch.manual_seed(0)
+    teacher = ModelDenoiser(MLP(2, width=16, depth=1, emb_dim=8), LinearInterpolant(), "velocity")
+    x1 = source_sample(8, (2,), 0)
+    x0 = push_forward(teacher, x1, sampler="heun", steps=3).x
+    assert x0.grad_fn is None and not x0.requires_grad
+    student = MLP(2, width=16, depth=1, emb_dim=8)
+    for _ in range(2):  # two steps on the same pairs: no "backward through the graph a second time"
+        loss = (student(x1, torch.zeros(8), None) - (x1 - x0)).square().mean()
+        loss.backward()
+    assert all(p.grad is None for p in teacher.parameters())
+
+
 def test_reflow_preserves_the_marginal_and_straightens(mixture2d):
     """2-RF trained on pairs of the exact 1-RF (the mixture oracle under the flow interpolant):
     its samples are as close to the 1-RF's as two independent 1-RF sample sets are to each other

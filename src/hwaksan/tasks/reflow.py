@@ -82,7 +82,9 @@ def push_forward(
     """The model's ODE map applied to source samples: ``x0 = map(x1)``.
 
     Integrates from ``x = prior_std(ts[0]) x1`` at ``ts[0]`` to ``t = 0`` with a deterministic
-    sampler of the registry. Shapes: ``x1 (B, *shape)`` -> ``SampleResult.x (B, *shape)``.
+    sampler of the registry, without recording a graph (the pairs it makes are data: a model trained
+    on them next must not backpropagate into this one). Shapes: ``x1 (B, *shape)`` ->
+    ``SampleResult.x (B, *shape)``.
 
     Raises:
         ValueError: for a stochastic sampler (the map must be deterministic).
@@ -102,7 +104,8 @@ def push_forward(
     )
     x = process.prior_std(float(ts[0])) * x1
     counter = CountingDenoiser(denoiser)
-    out = spec.fn(counter, x, ts, cond=cond, callback=callback, **{**spec.defaults, **options})
+    with torch.no_grad():
+        out = spec.fn(counter, x, ts, cond=cond, callback=callback, **{**spec.defaults, **options})
     return SampleResult(out, ts, counter.nfe)
 
 
