@@ -115,7 +115,7 @@ def test_two_d_mlp_learns_its_classes_and_the_null_class_with_fit():
             assert float((sign * x[:, 0] > 0).float().mean()) > 0.95
         null = hw.sample(model, (n, 2), steps=12, cond=torch.full((n,), 2), generator=gens).x
         right = float((null[:, 0] > 0).float().mean())
-        assert 0.3 < right < 0.7  # both modes (true share 0.5, 4 SE = 0.1)
+        assert 0.4 < right < 0.6  # both modes (true share 0.5, 4 SE = 0.1)
         guided = ClassifierFreeGuidance(model, 3.0)  # null class 2 read from the MLP
         x = hw.sample(guided, (n, 2), steps=12, cond=torch.ones(n, dtype=torch.long), generator=gens).x
         assert float((x[:, 0] > 0).float().mean()) > 0.98

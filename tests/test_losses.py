@@ -109,7 +109,8 @@ def test_score_matching_exact_divergence_and_unbiased_sliced():
     ref = (f(x).pow(2).sum(1) + 2 * torch.trace(a)).mean()
     torch.testing.assert_close(exact, ref)
     # Hutchinson is unbiased: the mean over many probes converges to the exact value; for
-    # Rademacher probes z^T A z has variance 2 sum_{i != j} A_ij^2 ... per sample and probe.
+    # Rademacher probes z^T A z has variance 2 sum_{i != j} S_ij^2, S = (A + A^T) / 2, per sample
+    # and probe; the loss carries 2 div f, hence twice the standard error of the mean.
     sliced = score_matching_loss(
         f, x, method="sliced", n_probes=64, generator=torch.Generator().manual_seed(1)
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -195,6 +196,36 @@ def test_bf16_autocast_and_float64_noise_level(name: str) -> None:
     assert torch.isfinite(out).all()
     out.float().square().mean().backward()
     assert all(torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+# bf16 keeps 8 significant bits: one rounding of an O(1) value has relative RMS error
+# 2**-8 / sqrt(3) ~ 0.0023 (uniform rounding error). Independent roundings along the network add in
+# quadrature, so the ~30 rounded activations on these tiny networks' paths give ~0.012, and 0.05 is
+# the error of ~500 such roundings: a margin that never flakes but is crossed by one layer that
+# computes in the wrong precision (a noise level rounded to bf16 before its embedding, an
+# attention softmax over bf16 logits) or ignores autocast's casts.
+BF16_RELATIVE_ERROR = 0.05
+
+
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_bf16_autocast_matches_fp32(name: str) -> None:
+    """Under bf16 autocast every network gives its fp32 output up to bf16 rounding (relative
+    L2 error below ``BF16_RELATIVE_ERROR``), at a float64 noise level spanning sigma 1e-2 .. 80."""
+    factory, shape, _ = NETWORKS[name]
+    torch.manual_seed(0)
+    net = factory().eval()
+    _perturb_(net)
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(8, *shape, generator=gen)
+    s = torch.linspace(math.log(1e-2), math.log(80.0), 8, dtype=torch.float64) / 4  # EDM's c_noise
+    cond = _cond(net, 8, shape, gen)
+    with torch.no_grad():
+        reference = net(x, s, cond)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = net(x, s, cond)
+    assert reference.dtype == torch.float32
+    error = (low.float() - reference).norm() / reference.norm()
+    assert error < BF16_RELATIVE_ERROR, f"{name}: relative error {error:.4f} under bf16 autocast"
 
 
 def test_28x28_gives_28x28() -> None:

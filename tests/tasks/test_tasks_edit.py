@@ -76,7 +76,7 @@ def test_sdedit_strength_zero_returns_input():
 
 def test_sdedit_new_class_and_strength():
     """Under the class-1 oracle, strength 1 moves class-0 inputs to class 1; a small strength keeps
-    them where they are (sigma~ at s = 0.2 is 0.08, far below the classes' distance of 4)."""
+    them where they are (sigma~ at s = 0.2 is 0.085, far below the classes' distance of 4)."""
     mix = _two_classes()
     oracle = hw.GaussianMixtureDenoiser(mix, hw.make_process("edm"))
     x0 = mix.component(0).sample(200, torch.Generator().manual_seed(0))

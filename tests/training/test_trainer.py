@@ -302,8 +302,9 @@ def test_digits_training_for_under_a_minute_gets_the_eps_loss_well_below_the_tri
     ``(1/D) sum_i alpha^2 l_i / (alpha^2 l_i + sigma^2)`` averaged over t ~ U(t_min, 1) of the VP SDE)
     scores 0.118; this run typically reaches ~0.2 by step 50 and ~0.13 by step 100 (0.10, below the
     affine optimum, after 300 steps). The run is capped at 45 s by ``train.max_seconds`` (a slow
-    machine stops earlier, by which time the loss is already ~0.2), so the test takes < 60 s and
-    stays in CI; on an idle 2-core machine it takes about 15 s.
+    machine stops earlier, by which time the loss is already ~0.2), so the test stays in CI; on an
+    idle 2-core machine it takes about 15 s. Wall-clock time itself is not asserted: a loaded
+    machine is slow, not wrong.
     """
     cfg = load_config(
         DIGITS,
@@ -334,7 +335,6 @@ def test_digits_training_for_under_a_minute_gets_the_eps_loss_well_below_the_tri
     )
     tail = result.losses[-25:]
     assert sum(tail) / len(tail) < 0.5, (result.step, tail[-5:])
-    assert seconds < 60
     assert (tmp_path / "samples" / "latest.png").exists() and (tmp_path / "loss.png").exists()
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert (
