@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 OUT     ?= demo-out
 
-.PHONY: demo test lint format bench bench-peers clean data
+.PHONY: demo test lint format bench bench-peers mutants soak clean data
 
 include Makefile.data
 
@@ -37,6 +37,16 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/samplers.py
+
+# Numeric mutations of the samplers, processes, parameterizations and losses, one at a time,
+# each against the tests that guard it; prints the survivors (about 6 minutes).
+mutants: $(STAMP)
+	nice -n 10 env OMP_NUM_THREADS=1 $(BIN)/python bench/mutation.py
+
+# kill -9 at random moments of both trainers, resume, compare with an uninterrupted run; a disk
+# that fills mid-checkpoint.
+soak: $(STAMP)
+	nice -n 10 env OMP_NUM_THREADS=1 $(BIN)/python bench/soak.py --kills 20
 
 # The peers of the side-by-side benchmarks (bench/peers.py, bench/train_throughput.py).
 bench-peers: $(STAMP)
