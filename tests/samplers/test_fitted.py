@@ -30,7 +30,7 @@ from torchdiffeq import odeint
 
 from hwaksan.distributions import GaussianMixture
 from hwaksan.oracles import GaussianMixtureDenoiser
-from hwaksan.processes import EDM, DiscreteVP
+from hwaksan.processes import EDM, DiscreteVP, LinearInterpolant
 from hwaksan.samplers import CountingDenoiser, karras_grid, log_snr_grid, sample_deis, sample_dpmpp_3m
 from hwaksan.samplers.fit import _mean_error, _Params, fit_solver, predictor_only_coefficients
 from hwaksan.samplers.fitted import run_fitted, sample_fitted, zero_coefficients
@@ -234,3 +234,16 @@ def test_paired_bar_statistics():
     assert same["sw_delta"] == 0 and same["nll_gap_delta"] == 0 and same["sw_ok"] and same["nll_ok"]
     shifted = ref.compare(x + torch.tensor([0.5, 0.0], dtype=torch.float64), x)
     assert not shifted["sw_ok"] and shifted["sw_delta"] > 2 * shifted["sw_se"] > 0
+
+
+def test_fitting_on_a_path_that_starts_at_alpha_zero():
+    """A flow's grid starts where alpha = 0, so a planned grid holds one boundary step more than
+    ``n_steps``; the starting coefficients must have its length, and the fitted plan runs."""
+    den = GaussianMixtureDenoiser(_mixture(), LinearInterpolant())
+    cal = calibration_set(den, 64, torch.Generator().manual_seed(1))
+    plan = fit_solver(den, 4, calibration=cal, iterations=3, plan_evals=6)
+    coefficients, n = plan.options["coefficients"], len(plan.ts) - 1
+    assert len(coefficients["predictor"]) == n and len(coefficients["corrector"]) == n
+    assert plan.error <= plan.initial_error
+    x = torch.randn(8, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    assert torch.isfinite(sample_fitted(den, x, plan.ts, **plan.options)).all()

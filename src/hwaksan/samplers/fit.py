@@ -285,7 +285,7 @@ def fit_solver(
     _, form, corrector, plan = min(plans, key=lambda p: p[0])
     ts0 = plan.ts
     coef0 = (
-        zero_coefficients(n_steps, order)
+        zero_coefficients(len(ts0) - 1, order)  # a grid from alpha = 0 has a boundary step more
         if corrector
         else predictor_only_coefficients(ts0, process, order, form)
     )
