@@ -13,7 +13,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["plot_samples_2d", "plot_trajectories_2d", "plot_metric_vs_nfe", "plot_loss", "save_image_grid"]
+__all__ = [
+    "plot_samples_2d",
+    "plot_trajectories_2d",
+    "plot_metric_vs_nfe",
+    "plot_loss",
+    "image_grid",
+    "save_image_grid",
+]
 
 
 def _pyplot():
@@ -143,26 +150,30 @@ def plot_loss(losses: Sequence[float], path: str | Path, smooth: int = 50) -> Pa
     return Path(path)
 
 
-def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, scale: int = 1) -> Path:
-    """Save ``(N, C, H, W)`` images in [-1, 1] as one PNG grid (2-pixel white gaps)."""
+def image_grid(images: torch.Tensor, nrow: int | None = None, scale: int = 1):
+    """``(N, C, H, W)`` images in [-1, 1] as one ``PIL.Image`` grid (2-pixel white gaps, ``nrow``
+    per row, default a square; each pixel magnified ``scale`` times, nearest neighbour). Grey-scale
+    for ``C = 1``, else RGB."""
     from PIL import Image
 
-    x = ((images.detach().cpu().float().clamp(-1, 1) + 1) * 127.5).round().byte()
+    x = ((images.detach().cpu().float().clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
     n, c, h, w = x.shape
     nrow = nrow or int(np.ceil(np.sqrt(n)))
     rows = (n + nrow - 1) // nrow
     gap = 2
-    canvas = torch.full((c, rows * (h + gap) + gap, nrow * (w + gap) + gap), 255, dtype=torch.uint8)
-    for i in range(n):
-        r, col = divmod(i, nrow)
-        canvas[
-            :,
-            gap + r * (h + gap) : gap + r * (h + gap) + h,
-            gap + col * (w + gap) : gap + col * (w + gap) + w,
-        ] = x[i]
-    arr = canvas.permute(1, 2, 0).numpy()
+    # every image with its gap below and to the right, in rows of nrow: one reshape, no loop
+    cells = np.full((rows * nrow, h + gap, w + gap, c), 255, dtype=np.uint8)
+    cells[:n, :h, :w] = x.transpose(0, 2, 3, 1)
+    tiled = cells.reshape(rows, nrow, h + gap, w + gap, c).transpose(0, 2, 1, 3, 4)
+    arr = np.full((rows * (h + gap) + gap, nrow * (w + gap) + gap, c), 255, dtype=np.uint8)
+    arr[gap:, gap:] = tiled.reshape(rows * (h + gap), nrow * (w + gap), c)
     img = Image.fromarray(arr[..., 0] if c == 1 else arr)
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    img.save(path)
+    return img
+
+
+def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, scale: int = 1) -> Path:
+    """Save ``(N, C, H, W)`` images in [-1, 1] as one PNG grid (2-pixel white gaps; :func:`image_grid`)."""
+    image_grid(images, nrow, scale).save(path)
     return Path(path)

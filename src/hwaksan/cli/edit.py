@@ -12,6 +12,11 @@ from __future__ import annotations
 
 import argparse
 
+import torch
+
+from ..io.artifact import TrainedModel
+from ..samplers import SampleResult
+from ..samplers._common import Callback
 from ..tasks import sdedit
 from .args import GUIDANCE_WEIGHT, add_class_arguments, add_n_argument, float_in
 from .common import load_model, print_outputs, seed_generators
@@ -25,7 +30,7 @@ from .images import (
     save_outputs,
 )
 
-__all__ = ["register", "cmd_edit"]
+__all__ = ["register", "cmd_edit", "edit_images"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -57,6 +62,31 @@ def cmd_edit(args: argparse.Namespace) -> int:
     """Run ``hwaksan edit``; returns the exit status."""
     out, _ = check_image_outputs(args, [args.image, args.checkpoint])
     model = load_model(args.checkpoint, "hwaksan edit", image=True)
+    res, x = edit_images(model, args)
+    out, cmp = save_outputs(res.x, out, [x, res.x])
+    t0 = float(res.ts[0])
+    sigma = float(model.process.sigma_tilde(t0)) if t0 > 0 else 0.0
+    print(
+        f"hwaksan edit: strength {args.strength} starts at t = {t0:.4g} (sigma~ = {sigma:.4g}); "
+        f"{len(res.ts) - 1} steps of {args.sampler}, {res.nfe} NFE, from {model.path}"
+    )
+    print_outputs("edit", {"edited": out, "compare": f"{cmp} (input, then the edits)"})
+    return 0
+
+
+def edit_images(
+    model: TrainedModel, args: argparse.Namespace, callback: Callback = None
+) -> tuple[SampleResult, torch.Tensor]:
+    """SDEdit ``args.n`` edits of ``args.image`` (a file) as ``args`` ask; returns the result
+    ``x (n, C, H, W)`` and the image ``(1, C, H, W)`` as read.
+
+    ``callback`` is passed to the sampler (``{"i", "t", "x", "denoised"}`` after every step, data
+    space: latents for a latent model).
+
+    Raises:
+        ValueError: an image that does not fit the model, a class out of range, or guidance
+            without a class (one line).
+    """
     c, h, w = model.output_shape
     x = load_image(args.image, c, (h, w), args.resize).to(model.device)
     xs = x.repeat(args.n, 1, 1, 1)
@@ -72,14 +102,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
         cond=labels,
         guidance=guidance,
         generator=seed_generators(args.seed, args.n, model.device),
+        callback=callback,
         **args.options,
     )
-    out, cmp = save_outputs(res.x, out, [x, res.x])
-    t0 = float(res.ts[0])
-    sigma = float(model.process.sigma_tilde(t0)) if t0 > 0 else 0.0
-    print(
-        f"hwaksan edit: strength {args.strength} starts at t = {t0:.4g} (sigma~ = {sigma:.4g}); "
-        f"{len(res.ts) - 1} steps of {args.sampler}, {res.nfe} NFE, from {model.path}"
-    )
-    print_outputs("edit", {"edited": out, "compare": f"{cmp} (input, then the edits)"})
-    return 0
+    return res, x

@@ -33,6 +33,7 @@ __all__ = [
     "check_image_outputs",
     "save_compare",
     "save_outputs",
+    "result_layout",
     "add_image_arguments",
     "add_editing_sampler_arguments",
     "class_labels",
@@ -148,6 +149,12 @@ def check_image_outputs(
     return out, compare_path(out)
 
 
+def result_layout(x: torch.Tensor) -> tuple[int, int]:
+    """The grid of an editing command's results ``x (B, C, H, W)``: ``(images per row, pixel
+    magnification)``, at most 10 per row and about 96 px per image."""
+    return (min(len(x), 10) if len(x) > 1 else 1), max(1, 96 // max(x.shape[-2:]))
+
+
 def save_outputs(x: torch.Tensor, out: Path, compare: list[torch.Tensor]) -> tuple[Path, Path]:
     """Save the results ``x (B, C, H, W)`` at ``out`` and the comparison strip at
     ``OUT-compare.png`` and record both as hwaksan's; returns both paths.
@@ -155,11 +162,11 @@ def save_outputs(x: torch.Tensor, out: Path, compare: list[torch.Tensor]) -> tup
     Raises:
         UserError: a write failed (a full disk, no permission; one line).
     """
-    scale = max(1, 96 // max(x.shape[-2:]))
+    nrow, scale = result_layout(x)
     cmp = compare_path(out)
     with one_line("cannot write the outputs"):
         out.parent.mkdir(parents=True, exist_ok=True)
-        save_image_grid(x.detach().cpu(), out, nrow=min(len(x), 10) if len(x) > 1 else 1, scale=scale)
+        save_image_grid(x.detach().cpu(), out, nrow=nrow, scale=scale)
         save_compare(compare, cmp, scale)
     record_outputs(out, cmp)
     return out, cmp

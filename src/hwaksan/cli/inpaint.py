@@ -12,7 +12,13 @@ its whole patch is known), the result is decoded and the known pixels are pasted
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 
+import torch
+
+from ..io.artifact import TrainedModel
+from ..samplers import SampleResult
+from ..samplers._common import Callback
 from ..tasks import inpaint
 from .args import MAX_STEPS, add_class_arguments, add_n_argument, int_in
 from .common import load_model, print_outputs, seed_generators
@@ -27,7 +33,7 @@ from .images import (
     save_outputs,
 )
 
-__all__ = ["register", "cmd_inpaint"]
+__all__ = ["register", "cmd_inpaint", "Inpainted", "inpaint_images"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -60,6 +66,41 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     """Run ``hwaksan inpaint``; returns the exit status."""
     out, _ = check_image_outputs(args, [args.image, args.mask, args.checkpoint])
     model = load_model(args.checkpoint, "hwaksan inpaint", image=True)
+    done = inpaint_images(model, args)
+    res, x, mask = done.result, done.image, done.mask
+    known_err = float(((res.x - x) * mask).abs().max())
+    shown = x * mask + (1 - mask) * -0.4  # the unknown region in grey
+    out, cmp = save_outputs(res.x, out, [x, shown, res.x])
+    print(
+        f"hwaksan inpaint: RePaint with {args.sampler} on {args.steps} {args.grid} steps, jump {args.jump}, "
+        f"{args.resample} resampling(s): {res.nfe} NFE; {int(mask.sum())} of {mask.numel()} pixels kept "
+        f"(max error there {known_err:.2g})"
+    )
+    print_outputs(
+        "inpaint", {"completed": out, "compare": f"{cmp} (image, masked image (grey = fill), results)"}
+    )
+    return 0
+
+
+@dataclass
+class Inpainted:
+    """What :func:`inpaint_images` returns: the completions ``result.x (n, C, H, W)``, the image
+    ``(1, C, H, W)`` and the mask ``(1, 1, H, W)`` (1 = keep) as read from their files."""
+
+    result: SampleResult
+    image: torch.Tensor
+    mask: torch.Tensor
+
+
+def inpaint_images(model: TrainedModel, args: argparse.Namespace, callback: Callback = None) -> Inpainted:
+    """RePaint ``args.n`` completions of ``args.image`` outside ``args.mask`` (files) as ``args`` ask.
+
+    ``callback`` is called after every move of the walk with ``{"i", "t", "x", "up"}`` (data
+    space: latents for a latent model; no ``denoised``).
+
+    Raises:
+        ValueError: an image or mask that does not fit the model, or a class out of range (one line).
+    """
     c, h, w = model.output_shape
     x = load_image(args.image, c, (h, w), args.resize).to(model.device)
     mask = load_mask(args.mask, x).to(model.device)
@@ -75,17 +116,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
         resample=args.resample,
         cond=class_labels(model, args.label, args.n),
         generator=seed_generators(args.seed, args.n, model.device),
+        callback=callback,
         **args.options,
     )
-    known_err = float(((res.x - xs) * mask).abs().max())
-    shown = x * mask + (1 - mask) * -0.4  # the unknown region in grey
-    out, cmp = save_outputs(res.x, out, [x, shown, res.x])
-    print(
-        f"hwaksan inpaint: RePaint with {args.sampler} on {args.steps} {args.grid} steps, jump {args.jump}, "
-        f"{args.resample} resampling(s): {res.nfe} NFE; {int(mask.sum())} of {mask.numel()} pixels kept "
-        f"(max error there {known_err:.2g})"
-    )
-    print_outputs(
-        "inpaint", {"completed": out, "compare": f"{cmp} (image, masked image (grey = fill), results)"}
-    )
-    return 0
+    return Inpainted(res, x, mask)

@@ -18,6 +18,7 @@ import argparse
 import math
 import sys
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ from ..conditioning.text import TextEncoderUnavailable
 from ..io.artifact import TrainedModel
 from ..plotting import plot_samples_2d, save_image_grid
 from ..samplers import SAMPLERS, SampleResult
+from ..samplers._common import Callback
 from ..tasks.reflow import push_forward, source_sample
 from ..training.lowdim import toy_source
 from .args import (
@@ -46,7 +48,15 @@ from .args import (
 from .common import UserError, check_outputs, load_model, one_line, record_outputs, seed_generators
 from .guidance import sample_conditioning
 
-__all__ = ["register", "cmd_sample"]
+__all__ = [
+    "register",
+    "cmd_sample",
+    "default_n",
+    "sample_points",
+    "sample_images",
+    "write_points_csv",
+    "grid_scale",
+]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -115,66 +125,24 @@ def cmd_sample(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     (out,) = check_outputs([args.out], overwrite=args.overwrite, inputs=[args.checkpoint])
     model = load_model(args.checkpoint, "hwaksan sample", ema=ema_index(args), device=device)
-    args.n = args.n if args.n is not None else (2000 if model.is_lowdim else 64)
+    args.n = default_n(model, args)
     if model.is_lowdim:
-        check_outputs([out.with_suffix(".csv")], overwrite=args.overwrite, inputs=[args.checkpoint])
-        return _sample_points(model, args, device, out)
-    return _sample_images(model, args, device, out)
-
-
-def _sample_points(model: TrainedModel, args: argparse.Namespace, device: torch.device, out: Path) -> int:
-    """A 2-D model: a scatter plot and a CSV."""
-    n = args.n
-    if model.source != "gaussian":  # a flow from another 2-D set: its ODE map from that set's samples
-        grid = "uniform" if isinstance(args.grid, str) and args.grid == "karras" else args.grid
-        x1 = source_sample(n, model.data_shape, args.seed, toy_source(model.source), device=device)
-        with torch.no_grad():
-            res = push_forward(
-                model.denoiser, x1, sampler=args.sampler, steps=args.steps, grid=grid, **args.options
-            )
-        res = SampleResult(model.decode(res.x), res.ts, res.nfe)
-    else:
-        res = model.sample(
-            n,
-            sampler=args.sampler,
-            steps=args.steps,
-            grid=args.grid,
-            generator=seed_generators(args.seed, n, device),
-            **args.options,
+        csv = out.with_suffix(".csv")
+        check_outputs([csv], overwrite=args.overwrite, inputs=[args.checkpoint])
+        res = sample_points(model, args)
+        points = res.x.detach().cpu()
+        with one_line("cannot write the outputs"):
+            plot_samples_2d({f"{args.sampler}, {res.nfe} NFE": points}, out, cols=1)
+            write_points_csv(points, csv)
+        record_outputs(out, csv)
+        print(
+            f"{args.n} samples with {args.sampler} ({res.nfe} NFE)\noutputs:\n  plot    {out}\n"
+            f"  samples {csv}"
         )
-    points = res.x.detach().cpu()
-    csv = out.with_suffix(".csv")
+        return 0
+    result, nrow = sample_images(model, args)
     with one_line("cannot write the outputs"):
-        plot_samples_2d({f"{args.sampler}, {res.nfe} NFE": points}, out, cols=1)
-        np.savetxt(csv, points.double().numpy(), delimiter=",", header="x,y", comments="")
-    record_outputs(out, csv)
-    print(f"{n} samples with {args.sampler} ({res.nfe} NFE)\noutputs:\n  plot    {out}\n  samples {csv}")
-    return 0
-
-
-def _sample_images(model: TrainedModel, args: argparse.Namespace, device: torch.device, out: Path) -> int:
-    """An image model: a PNG grid (latents decoded)."""
-    try:
-        conditioning = sample_conditioning(model, args)
-    except (ValueError, TextEncoderUnavailable) as err:
-        raise UserError(str(err)) from None
-    result = model.sample(
-        args.n,
-        denoiser=conditioning.denoiser,
-        sampler=args.sampler,
-        steps=args.steps,
-        grid=args.grid,
-        cond=conditioning.cond,
-        generator=seed_generators(args.seed, args.n, device),
-        device=device,
-        **args.options,
-    )
-    images = result.x
-    labelled = model.num_classes and not args.uncond and args.label is None and model.text is None
-    nrow = args.nrow or conditioning.nrow or (model.num_classes if labelled else math.ceil(math.sqrt(args.n)))
-    scale = args.scale or max(1, 96 // max(images.shape[2:]))
-    with one_line("cannot write the outputs"):
-        save_image_grid(images, out, nrow=min(nrow, args.n), scale=scale)
+        save_image_grid(result.x, out, nrow=nrow, scale=grid_scale(result.x, args.scale))
     record_outputs(out)
     print(
         f"hwaksan sample: wrote {out} ({args.n} images, {args.sampler} {len(result.ts) - 1} steps = "
@@ -182,3 +150,87 @@ def _sample_images(model: TrainedModel, args: argparse.Namespace, device: torch.
         file=sys.stderr,
     )
     return 0
+
+
+def default_n(model: TrainedModel, args: argparse.Namespace) -> int:
+    """``--n``, or its default: 2000 points for a 2-D model, 64 images otherwise."""
+    return args.n if args.n is not None else (2000 if model.is_lowdim else 64)
+
+
+def sample_points(model: TrainedModel, args: argparse.Namespace, callback: Callback = None) -> SampleResult:
+    """The samples of a 2-D model as ``args`` ask: ``x (n, 2)`` in output space.
+
+    A flow from another 2-D set runs its ODE map from that set's samples (on the uniform grid
+    where ``--grid`` is the default ``karras``). ``callback`` is passed to the sampler
+    (``{"i", "t", "x", "denoised"}`` after every step, data space).
+    """
+    n, device = default_n(model, args), model.device
+    if model.source != "gaussian":  # a flow from another 2-D set: its ODE map from that set's samples
+        grid = "uniform" if isinstance(args.grid, str) and args.grid == "karras" else args.grid
+        x1 = source_sample(n, model.data_shape, args.seed, toy_source(model.source), device=device)
+        with torch.no_grad():
+            res = push_forward(
+                model.denoiser,
+                x1,
+                sampler=args.sampler,
+                steps=args.steps,
+                grid=grid,
+                callback=callback,
+                **args.options,
+            )
+        return SampleResult(model.decode(res.x), res.ts, res.nfe)
+    return model.sample(
+        n,
+        sampler=args.sampler,
+        steps=args.steps,
+        grid=args.grid,
+        generator=seed_generators(args.seed, n, device),
+        callback=callback,
+        **args.options,
+    )
+
+
+def write_points_csv(points: torch.Tensor, target: str | Path | IO[str]) -> None:
+    """Write points ``(n, 2)`` as the CSV of ``hwaksan sample`` (header ``x,y``) to a path or a
+    text file."""
+    np.savetxt(target, points.detach().cpu().double().numpy(), delimiter=",", header="x,y", comments="")
+
+
+def sample_images(
+    model: TrainedModel, args: argparse.Namespace, callback: Callback = None
+) -> tuple[SampleResult, int]:
+    """The images of an image model as ``args`` ask (latents decoded); returns the result,
+    ``x (n, C, H, W)`` in [-1, 1], and the grid's images per row.
+
+    ``callback`` is passed to the sampler (``{"i", "t", "x", "denoised"}`` after every step, in
+    the model's data space: latents for a latent model).
+
+    Raises:
+        UserError: options that do not fit the model (one line).
+    """
+    n = default_n(model, args)
+    try:
+        conditioning = sample_conditioning(model, args)
+    except (ValueError, TextEncoderUnavailable) as err:
+        raise UserError(str(err)) from None
+    result = model.sample(
+        n,
+        denoiser=conditioning.denoiser,
+        sampler=args.sampler,
+        steps=args.steps,
+        grid=args.grid,
+        cond=conditioning.cond,
+        generator=seed_generators(args.seed, n, model.device),
+        device=model.device,
+        callback=callback,
+        **args.options,
+    )
+    labelled = model.num_classes and not args.uncond and args.label is None and model.text is None
+    nrow = args.nrow or conditioning.nrow or (model.num_classes if labelled else math.ceil(math.sqrt(n)))
+    return result, min(nrow, n)
+
+
+def grid_scale(images: torch.Tensor, scale: int | None = None) -> int:
+    """The pixel magnification of a grid of ``images (n, C, H, W)``: ``scale``, or about 96 px per
+    image."""
+    return scale or max(1, 96 // max(images.shape[2:]))
