@@ -146,6 +146,7 @@ TINY: dict[str, str | None] = {
     "samplers": "",
     "models": "",
     "encode-text": "",
+    "studio": None,  # a server that runs until stopped: document it in plain ``` blocks (never run)
 }
 TINY_TRAIN_2D = "--train-steps 5 --batch-size 64 --width 32 --depth 1 --no-progress"
 TINY_REFLOW = (

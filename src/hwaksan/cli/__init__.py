@@ -22,6 +22,7 @@ from . import (
     plan_steps,
     sample,
     samplers,
+    studio_command,
     superres,
     train,
     train_classifier,
@@ -48,6 +49,7 @@ COMMANDS = (
     superres,
     train_vae,
     encode_text,
+    studio_command,
 )
 """The command modules, in the order ``hwaksan --help`` lists their sub-commands."""
 
