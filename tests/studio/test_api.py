@@ -17,10 +17,12 @@ from starlette.testclient import TestClient
 
 from hwaksan.cli import main
 from hwaksan.cli.studio import Limits, Studio, create_app
-from hwaksan.cli.studio_command import load_served
+from hwaksan.cli.studio_command import LOOPBACK_NAMES, load_served
 
 LEGACY = Path(__file__).resolve().parents[1] / "data" / "legacy"
 TOY, PIXEL, LATENT = "0", "1", "2"  # ids in the order given
+
+JSON = {"content-type": "application/json"}
 
 
 @pytest.fixture(scope="module")
@@ -339,7 +341,7 @@ NOT_PNG = "data:image/png;base64," + base64.b64encode(b"GIF89a" + b"\0" * 40).de
     ],
 )
 def test_malformed_requests_are_refused_in_one_line(client, body, status, words):
-    _refused(client.post("/api/runs", content=body), status, *words)
+    _refused(client.post("/api/runs", content=body, headers=JSON), status, *words)
 
 
 def test_an_oversized_upload_is_413(client):
@@ -348,7 +350,15 @@ def test_an_oversized_upload_is_413(client):
         client.post("/api/runs", json={"model": "1", "operation": "edit", "image": big}), 413, "upload limit"
     )
     huge = b'{"model": "1", "prompt": "' + b"a" * 7_000_000 + b'"}'
-    _refused(client.post("/api/runs", content=huge), 413, "bytes")
+    _refused(client.post("/api/runs", content=huge, headers=JSON), 413, "bytes")
+
+
+def test_a_run_must_be_sent_as_json(client):
+    """A page of another site can post a form or plain text to this port without a CORS
+    preflight; the server takes a run only as JSON, which such a page cannot send unasked."""
+    body = json.dumps({"model": "1", "steps": 2, "n": 1})
+    for kind in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        _refused(client.post("/api/runs", content=body, headers={"content-type": kind}), 415, "JSON")
 
 
 def test_unknown_routes_and_runs_are_404_json(client):
@@ -359,3 +369,13 @@ def test_unknown_routes_and_runs_are_404_json(client):
     _refused(client.delete("/api/models"), 405)
     run = start(client, model=PIXEL, steps=2, n=2)["run"]
     _refused(client.get(f"/api/runs/{run}/points.csv"), 404, "points")
+
+
+def test_a_loopback_studio_answers_only_to_loopback_names(studio, tmp_path):
+    """DNS rebinding: a page of another site whose name resolves to 127.0.0.1 sends its own name
+    in the Host header, and is refused before any route runs."""
+    app = create_app(studio, allowed_hosts=LOOPBACK_NAMES)
+    assert TestClient(app, base_url="http://127.0.0.1:7860").get("/api/models").status_code == 200
+    assert TestClient(app, base_url="http://localhost:7860").get("/api/models").status_code == 200
+    refused = TestClient(app, base_url="http://evil.example:7860").post("/api/runs", json={"model": "1"})
+    assert refused.status_code == 400 and "Traceback" not in refused.text

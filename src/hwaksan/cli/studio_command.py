@@ -25,6 +25,8 @@ __all__ = ["register", "cmd_studio", "LOOPBACK"]
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 """Hosts that only this machine reaches."""
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+"""The ``Host`` names a studio on the loopback address answers to."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -94,7 +96,10 @@ def cmd_studio(args: argparse.Namespace) -> int:
     for m in served:
         print(f"  {m.id}  {m.name:20s} {m.model.describe()}  ({m.path})")
     try:
-        app = create_app(Studio(served, work))
+        local = args.host in LOOPBACK
+        app = create_app(
+            Studio(served, work), allowed_hosts=["127.0.0.1", "localhost", "[::1]"] if local else None
+        )
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     finally:
         if not args.work:

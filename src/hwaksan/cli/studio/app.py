@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -48,8 +50,15 @@ def _static_file(static: Path, name: str) -> Response:
     return _error(404, f"no file {name[:60]!r} in the studio's static folder")
 
 
-def create_app(studio: Studio, static: Path = STATIC) -> Starlette:
-    """The ASGI app of ``studio``, serving the page from ``static``."""
+def create_app(
+    studio: Studio, static: Path = STATIC, allowed_hosts: Sequence[str] | None = None
+) -> Starlette:
+    """The ASGI app of ``studio``, serving the page from ``static``.
+
+    ``allowed_hosts``: the names a request's ``Host`` header may carry (None: any). A studio on
+    the loopback address answers only to loopback names, so a page of another site whose name was
+    made to resolve to 127.0.0.1 (DNS rebinding) is refused.
+    """
 
     def run_or_404(request: Request) -> Run:
         run = studio.runs.get(request.path_params["run"])
@@ -67,6 +76,10 @@ def create_app(studio: Studio, static: Path = STATIC) -> Starlette:
         return JSONResponse(studio.catalogue())
 
     async def create_run(request: Request) -> Response:
+        # Only a JSON body: a page of another site can send a form or plain text to this port
+        # without asking, but a JSON request needs the CORS approval this server never gives.
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+            raise RequestError(415, "send the run as JSON (Content-Type: application/json)")
         limits = studio.limits
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
@@ -123,8 +136,12 @@ def create_app(studio: Studio, static: Path = STATIC) -> Starlette:
             return _error(exc.status_code, detail or f"no route {request.method} {request.url.path[:80]}")
         return _error(500, f"internal error: {type(exc).__name__}")
 
+    middleware = (
+        [] if allowed_hosts is None else [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)]
+    )
     return Starlette(
         routes=routes,
+        middleware=middleware,
         exception_handlers={RequestError: refused, HTTPException: refused, Exception: refused},
     )
 
