@@ -265,3 +265,22 @@ def test_a_fraction_for_an_integer_is_refused_and_a_whole_float_is_read_as_an_in
     with pytest.raises(ConfigError, match=r"train\.steps = 1\.5: expected an integer"):
         load_config(None, ["train.steps=1.5"])
     assert load_config(None, ["train.steps=3e3"]).train.steps == 3000
+
+
+def test_a_run_killed_before_its_first_record_can_be_started_again(tmp_path, data):
+    """A run killed after writing config.json but before the first metrics record leaves a log
+    hwaksan never recorded; a fresh run into that folder replaces it (it is that config's log),
+    while a metrics.jsonl beside no hwaksan config stays protected."""
+    trainer(tmp_path, data, "train.steps=1").run()
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "lo')  # the killed run's torn log
+    for p in (tmp_path / "checkpoints").iterdir():
+        p.unlink()
+    assert trainer(tmp_path, data, "train.steps=1").run().step == 1
+    assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 1
+
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "metrics.jsonl").write_text("mine\n")
+    with pytest.raises(OutputError):
+        trainer(user, data, "train.steps=1").run()
+    assert (user / "metrics.jsonl").read_text() == "mine\n"

@@ -55,7 +55,7 @@ from ..data.images import ImageDataset
 from ..io.artifact import model_metadata
 from ..io.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, remove_partial_writes
 from ..io.codec import IdentityCodec
-from ..io.outputs import check_output, record_output
+from ..io.outputs import check_output, record_output, written_by_hwaksan
 from ..io.runlock import RunLock
 from ..io.training_state import TrainingState, load_training_state, save_training_state
 from ..losses import denoising_loss
@@ -845,8 +845,12 @@ class TrainingLoop:
             raise CheckpointError(f"{self.out_dir} already holds checkpoints: pass --resume")
         self.check_memory()
         if main and not resume:  # a resumed run's files are its own (its config was checked)
+            # The log of an earlier run killed before its first record is hwaksan's although
+            # unrecorded: it belongs to the config.json hwaksan wrote beside it.
+            log_is_ours = written_by_hwaksan(self.out_dir / "config.json")
             for path in self._outputs():
-                check_output(path, overwrite=self.overwrite)
+                if not (log_is_ours and path.name == "metrics.jsonl"):
+                    check_output(path, overwrite=self.overwrite)
         start = self.step
         if main:
             config_file = self.out_dir / "config.json"
@@ -874,6 +878,8 @@ class TrainingLoop:
             file=sys.stderr,
         )
         metrics_file = (self.out_dir / "metrics.jsonl").open("a") if main else None
+        if metrics_file is not None:
+            record_output(metrics_file.name)
         t_start = t_window = time.perf_counter()
         window: list[float] = []
         step = start
