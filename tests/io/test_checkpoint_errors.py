@@ -165,3 +165,13 @@ def test_a_failed_tensor_write_is_the_os_error_and_leaves_nothing(tmp_path, monk
         save_tensors(tmp_path / "ck", {"w": torch.zeros(2)}, {"kind": "x"})
     assert err.value.errno == code
     assert list(tmp_path.iterdir()) == []
+
+
+def test_prune_keeps_the_newest_complete_checkpoints(tmp_path):
+    for step in (1, 2, 3, 4):
+        save_tensors(tmp_path / "checkpoints" / f"step_{step:07d}", {"w": torch.zeros(1)}, {"step": step})
+    checkpoint_io.prune_checkpoints(tmp_path, 2)
+    assert [s for s, _ in checkpoint_io.list_checkpoints(tmp_path)] == [3, 4]
+    assert len(list((tmp_path / "checkpoints").iterdir())) == 4  # two pairs, nothing else
+    with pytest.raises(ValueError):
+        checkpoint_io.prune_checkpoints(tmp_path, 0)

@@ -34,6 +34,7 @@ __all__ = [
     "NETWORKS",
     "list_checkpoints",
     "latest_checkpoint",
+    "prune_checkpoints",
     "resolve_checkpoint",
     "remove_partial_writes",
 ]
@@ -215,6 +216,16 @@ def list_checkpoints(out_dir: str | Path) -> list[tuple[int, Path]]:
             if m and js.with_suffix(".safetensors").exists():
                 found.append((int(m.group(1)), js.with_suffix("")))
     return sorted(found)
+
+
+def prune_checkpoints(out_dir: str | Path, keep_last: int) -> None:
+    """Delete all but the ``keep_last`` newest checkpoints under ``out_dir/checkpoints``; each
+    pair's JSON goes first, so a reader never lists half a pair (``keep_last >= 1``)."""
+    if keep_last < 1:
+        raise ValueError(f"keep_last must be >= 1, got {keep_last}")
+    for _, old in list_checkpoints(out_dir)[:-keep_last]:
+        for suffix in (".json", ".safetensors"):
+            old.with_name(old.name + suffix).unlink(missing_ok=True)
 
 
 def latest_checkpoint(out_dir: str | Path) -> Path | None:

@@ -53,7 +53,13 @@ from tqdm.auto import tqdm
 
 from ..data.images import ImageDataset
 from ..io.artifact import model_metadata
-from ..io.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, remove_partial_writes
+from ..io.checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    list_checkpoints,
+    prune_checkpoints,
+    remove_partial_writes,
+)
 from ..io.codec import IdentityCodec
 from ..io.outputs import check_output, record_output, written_by_hwaksan
 from ..io.runlock import RunLock
@@ -538,9 +544,7 @@ class TrainingLoop:
             save_training_state(path, state, self.model_metadata())
         except OSError as err:
             raise self._write_failed(path, err) from None
-        for _, old in list_checkpoints(self.out_dir)[: -self.config.train.keep_last]:
-            for suffix in (".json", ".safetensors"):  # JSON first: a reader never sees half a pair
-                old.with_name(old.name + suffix).unlink(missing_ok=True)
+        prune_checkpoints(self.out_dir, self.config.train.keep_last)
         self._last_ckpt = path
         return path
 

@@ -34,7 +34,13 @@ from safetensors import SafetensorError
 
 from ..data.toy import TOY_DATASETS, get_toy_dataset
 from ..io.artifact import TrainedModel, load_trained, model_metadata
-from ..io.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, save_tensors
+from ..io.checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    list_checkpoints,
+    prune_checkpoints,
+    save_tensors,
+)
 from ..io.outputs import OutputError, check_output, record_output
 from ..io.runlock import RunLock
 from ..io.training_state import TrainingState, load_training_state, save_training_state
@@ -408,9 +414,7 @@ def train_lowdim(
                         f"({newest[0] or 'none'}) is intact: free space, then continue with --resume"
                     ) from None
                 newest[0] = path
-                for _, old in list_checkpoints(out)[: -cfg.keep_last]:
-                    for suffix in (".json", ".safetensors"):  # JSON first: never half a pair listed
-                        old.with_name(old.name + suffix).unlink(missing_ok=True)
+                prune_checkpoints(out, cfg.keep_last)
 
             start = time.perf_counter()
             result = fit(
