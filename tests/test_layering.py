@@ -35,7 +35,7 @@ ALLOWED: dict[str, set[str] | None] = {
     "models": set(),
     "data": {"utils", "distributions"},
     "conditioning": {"data", "models", "utils"},
-    "io": CORE | {"models", "data", "conditioning", "samplers", "guidance"},
+    "io": CORE | {"models", "data", "conditioning", "samplers", "guidance", "plotting"},
     "tasks": CORE | {"samplers", "guidance", "io"},
     "training": CORE
     | {"io", "tasks", "losses", "models", "data", "conditioning", "samplers", "guidance", "plotting"},

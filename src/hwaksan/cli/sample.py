@@ -9,7 +9,9 @@
     hwaksan sample runs/moons --plan plan.json --n 2000 --out moons.png
 
 An image model (pixel or latent: latents are decoded) gives a PNG grid; a 2-D model a scatter plot
-and a CSV of the points. A 2-D flow from another 2-D set starts from that set's samples.
+and a CSV of the points; an audio, video or motion model a PNG and its media files beside it (WAV
+per clip, animated GIF; :mod:`hwaksan.io.media`). A 2-D flow from another 2-D set starts from that
+set's samples.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 
 from ..conditioning.text import TextEncoderUnavailable
 from ..io.artifact import TrainedModel
+from ..io.media import media_names, save_media, save_preview
 from ..plotting import plot_samples_2d, save_image_grid
 from ..samplers import SAMPLERS, SampleResult
 from ..samplers._common import Callback
@@ -140,6 +143,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
             f"  samples {csv}"
         )
         return 0
+    if not model.is_image:
+        return _sample_media(model, args, out)
     result, nrow = sample_images(model, args)
     with one_line("cannot write the outputs"):
         save_image_grid(result.x, out, nrow=nrow, scale=grid_scale(result.x, args.scale))
@@ -147,6 +152,30 @@ def cmd_sample(args: argparse.Namespace) -> int:
     print(
         f"hwaksan sample: wrote {out} ({args.n} images, {args.sampler} {len(result.ts) - 1} steps = "
         f"{result.nfe} NFE, seeds {args.seed}..{args.seed + args.n - 1}) from {model.path}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _sample_media(model: TrainedModel, args: argparse.Namespace, out: Path) -> int:
+    """Sample an audio / video / motion model: the PNG ``out`` and the modality's media files
+    beside it (:mod:`hwaksan.io.media`), all checked before sampling."""
+    stem = out.with_suffix("")
+    media = check_outputs(
+        media_names(stem, args.n, model.modality, model.modality_params),
+        overwrite=args.overwrite,
+        inputs=[args.checkpoint],
+    )
+    result, nrow = sample_images(model, args)
+    with one_line("cannot write the outputs"):
+        save_preview(result.x, out, model.modality, model.modality_params, args.nrow or nrow)
+        written = save_media(result.x, stem, model.modality, model.modality_params)
+    record_outputs(out, *written)
+    listing = "".join(f"\n  {p}" for p in [out, *written][:6]) + ("\n  ..." if len(written) > 5 else "")
+    print(
+        f"hwaksan sample: {args.n} {model.modality} samples, {args.sampler} {len(result.ts) - 1} steps = "
+        f"{result.nfe} NFE, seeds {args.seed}..{args.seed + args.n - 1}, from {model.path}\n"
+        f"outputs ({len(media) + 1} files):{listing}",
         file=sys.stderr,
     )
     return 0

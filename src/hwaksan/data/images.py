@@ -51,6 +51,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from .dataset import DatasetUnavailable, ImageDataset
+
 __all__ = [
     "CAPTION_TEMPLATES",
     "DATASETS",
@@ -122,60 +124,6 @@ _FASHION_NOUNS = (
     "bag",
     "ankle boot",
 )
-
-
-class DatasetUnavailable(RuntimeError):
-    """A data source is not installed; the message names the command that installs it."""
-
-
-# --------------------------------------------------------------------------------------------
-# containers
-
-
-@dataclass
-class ImageDataset:
-    """Images in [-1, 1] with optional labels and captions.
-
-    ``images``: float32 ``(N, C, H, W)``; ``labels``: long ``(N,)`` or None; ``captions``: N strings
-    or None; ``class_names``: one name per label value or None; ``ids``: N stable identifiers of
-    the source items (``"mnist/train/17"``, ``"U+1F98A"``, a relative path) or None.
-    """
-
-    images: torch.Tensor
-    labels: torch.Tensor | None
-    captions: list[str] | None
-    class_names: list[str] | None
-    name: str
-    ids: list[str] | None = None
-
-    def __post_init__(self) -> None:
-        x = self.images
-        if x.ndim != 4 or x.dtype != torch.float32:
-            raise ValueError(f"images must be float32 (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
-        n = x.shape[0]
-        if self.labels is not None and tuple(self.labels.shape) != (n,):
-            raise ValueError(f"labels must have shape ({n},), got {tuple(self.labels.shape)}")
-        for field_name in ("captions", "ids"):
-            value = getattr(self, field_name)
-            if value is not None and len(value) != n:
-                raise ValueError(f"{field_name} has {len(value)} entries for {n} images")
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    @property
-    def channels(self) -> int:
-        return self.images.shape[1]
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """``(height, width)``."""
-        return (self.images.shape[2], self.images.shape[3])
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes (0 for an unlabelled set)."""
-        return len(self.class_names) if self.class_names else 0
 
 
 @dataclass(frozen=True)

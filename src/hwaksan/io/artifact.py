@@ -121,6 +121,8 @@ class TrainedModel:
         step: the training step of the checkpoint, if recorded.
         path: the checkpoint path (no suffix), None for a model built in memory.
         info: free-form facts the writer recorded (training seconds, steps, coupling, ...).
+        modality_params: what the outputs of an audio / video / motion model need
+            (``{"sample_rate": 16000}``; :class:`hwaksan.data.dataset.ImageDataset`).
     """
 
     denoiser: ModelDenoiser
@@ -136,9 +138,19 @@ class TrainedModel:
     step: int | None = None
     path: Path | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    recorded_modality: str | None = None
+    modality_params: dict[str, Any] = field(default_factory=dict)
 
     # ------------------------------------------------------------------------------------------
     # what it is
+
+    @property
+    def modality(self) -> str:
+        """What a sample is: ``"image"``, ``"audio"``, ``"video"``, ``"motion"`` (as the data set
+        recorded it), or ``"points"`` for a model of vectors ``(D,)``."""
+        if self.recorded_modality:
+            return self.recorded_modality
+        return "points" if len(self.output_shape) == 1 else "image"
 
     @property
     def process(self) -> Process:
@@ -165,7 +177,7 @@ class TrainedModel:
     @property
     def is_image(self) -> bool:
         """Outputs are images ``(C, H, W)``."""
-        return len(self.output_shape) == 3
+        return self.modality == "image" and len(self.output_shape) == 3
 
     @property
     def is_lowdim(self) -> bool:
@@ -194,6 +206,8 @@ class TrainedModel:
             parts.append(f"super-resolution from {self.superres.lowres}px")
         if self.source != "gaussian":
             parts.append(f"flow from {self.source}")
+        if self.modality not in ("image", "points"):
+            parts.insert(1, self.modality)
         return ", ".join(parts)
 
     def requires(self, operation: str, *, image: bool = False, pixel: bool = False) -> None:
@@ -295,8 +309,13 @@ def model_metadata(
     text: TextSpec | None = None,
     source: str = "gaussian",
     info: dict[str, Any] | None = None,
+    modality: str = "image",
+    modality_params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The JSON that describes a model in a checkpoint (read back by :func:`load_trained`).
+
+    ``modality`` and ``modality_params`` are the data set's
+    (:class:`hwaksan.data.dataset.ImageDataset`); images record none.
 
     Training state (optimiser, step, config) is added by the writer beside these keys.
     """
@@ -313,10 +332,14 @@ def model_metadata(
         "num_classes": int(num_classes),
         "ema_decays": [float(d) for d in ema_decays],
     }
+    if modality != "image":
+        meta["data"]["modality"] = modality
+        meta["data"]["modality_params"] = dict(modality_params or {})
     latent = codec.to_meta() if codec is not None else None
     if latent is not None:
         meta["latent"] = latent
-    if len(output_shape) == 3:  # the image shape the network works on (latent grid for latent models)
+    if len(output_shape) == 3 and modality == "image":
+        # the image shape the network works on (latent grid for latent models)
         meta["image_shape"] = list(data_shape) if latent is not None else list(output_shape)
     if text is not None:
         meta["text"] = text.to_meta()
@@ -430,8 +453,11 @@ def _trained_from_metadata(
     net.requires_grad_(False)
 
     data = meta.get("data")
+    modality, modality_params = None, {}
     if isinstance(data, dict):
         dataset = data.get("name")
+        modality = data.get("modality")
+        modality_params = dict(data.get("modality_params") or {})
     else:  # 2-D models of earlier versions recorded the set's name alone
         dataset = data if isinstance(data, str) else None
     data_shape = _shape(meta.get("data_shape"))
@@ -475,6 +501,8 @@ def _trained_from_metadata(
         step=int(meta["step"]) if meta.get("step") is not None else None,
         path=Path(path) if path is not None else None,
         info=info,
+        recorded_modality=str(modality) if modality else None,
+        modality_params=modality_params,
     )
 
 

@@ -12,7 +12,9 @@ The fields: ``labels (B,)`` (index ``num_classes`` is the null class of classifi
 (Rombach et al. 2022, sec. 3.3), ``image (B, Ce, H, W)`` concatenated to the input (Saharia et al.
 2022, SR3), ``aug_level (B,)`` or a scalar, the noise-conditioning augmentation level of a
 super-resolution model (Ho et al. 2022, cascades, sec. 3.2), and ``pooled (B, Dp)``, a pooled
-condition vector added to the embedding (Saharia et al. 2022, Imagen, sec. 2.1). A network ignores
+condition vector added to the embedding (Saharia et al. 2022, Imagen, sec. 2.1), and ``signal (B, Cs,
+Ts)``, a conditioning sequence on a coarser time grid that a sequence network upsamples (the mel
+spectrogram of a vocoder, Chen et al. 2021, WaveGrad, sec. 3). A network ignores
 the fields it has no layer for, except two it cannot do without or would silently drop:
 :meth:`NetworkCondition.parse` raises when an ``image`` is missing for a network with extra input
 channels, and when an ``aug_level`` reaches a network that does not embed it.
@@ -41,7 +43,7 @@ __all__ = [
 #: The fields every network may read.
 COND_FIELDS = ("labels", "context", "context_mask", "image")
 #: Optional fields that only some networks read; accepted in a mapping everywhere.
-EXTRA_COND_FIELDS = ("aug_level", "pooled")
+EXTRA_COND_FIELDS = ("aug_level", "pooled", "signal")
 
 
 class CondParts(NamedTuple):
@@ -63,6 +65,7 @@ class NetworkCondition:
     image: torch.Tensor | None = None
     aug_level: Any = None
     pooled: torch.Tensor | None = None
+    signal: torch.Tensor | None = None
 
     @classmethod
     def parse(

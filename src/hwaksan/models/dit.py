@@ -255,6 +255,13 @@ class DiT(nn.Module):
     ``(n_moe_layers, E)``.
     """
 
+    data_axes = 2
+
+    @staticmethod
+    def input_arguments(shape: tuple[int, ...]) -> dict[str, int]:
+        """Channels and the side of the position-embedding grid follow the images ``(C, H, W)``."""
+        return {"in_channels": int(shape[0]), "input_size": int(shape[1])}
+
     def __init__(
         self,
         input_size: int = 32,

@@ -7,6 +7,8 @@ nothing of diffusion: which quantity it predicts (eps, x0, v, velocity, ...) is 
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -44,6 +46,13 @@ class MLP(nn.Module):
 
     Shapes: ``x (B, D)``, ``noise_level (B,)``, ``cond (B,)`` long or None -> ``(B, D)``.
     """
+
+    data_axes = None  # flat vectors: images are flattened by the trainer
+
+    @staticmethod
+    def input_arguments(shape: tuple[int, ...]) -> dict[str, int]:
+        """The vector width follows the data: ``{"dim": prod(shape)}``."""
+        return {"dim": math.prod(shape)}
 
     def __init__(
         self,

@@ -34,6 +34,7 @@ __all__ = [
     "PRESET_INPUT_SHAPES",
     "build_model",
     "flop_counter",
+    "input_arguments",
     "model_config",
     "model_summary",
     "preset_table",
@@ -170,6 +171,33 @@ def build_model(name_or_config: str | dict[str, Any], **overrides: Any) -> nn.Mo
     if unknown:
         raise ValueError(f"{arch} does not take {unknown}: allowed keys are {allowed}")
     return cls(**config)
+
+
+def input_arguments(arch: str, shape: tuple[int, ...]) -> dict[str, Any]:
+    """The constructor arguments of ``arch`` that follow the per-sample data ``shape`` ``(C, *axes)``.
+
+    A network class may say which data it takes with two class attributes: ``data_axes`` (the
+    number of axes after the channel it convolves over: 2 for images, 1 for sequences, 3 for clips;
+    None for a network of flat vectors) and ``input_arguments(shape) -> dict`` (a static method;
+    default ``{"in_channels": C}``).
+
+    Raises:
+        ValueError: an unknown ``arch``, or a shape with the wrong number of axes for it.
+    """
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown arch {arch!r}: choose from {sorted(ARCHITECTURES)}")
+    cls = ARCHITECTURES[arch]
+    axes = getattr(cls, "data_axes", 2)
+    if axes is not None and len(shape) != axes + 1:
+        kind = {1: "sequences (C, T)", 2: "images (C, H, W)", 3: "clips (C, F, H, W)"}.get(
+            axes, f"{axes} axes"
+        )
+        raise ValueError(
+            f"the {arch} network takes {kind}, but the data has samples of shape {tuple(shape)}: "
+            "choose a network for this data"
+        )
+    custom = getattr(cls, "input_arguments", None)
+    return dict(custom(tuple(shape))) if custom is not None else {"in_channels": int(shape[0])}
 
 
 def _constructor_args(cls: type) -> list[str]:

@@ -45,7 +45,8 @@ from typing import Any
 
 import tomllib
 
-from ..data.images import DATASETS, SPLITS
+from ..data.catalog import DATASET_NAMES
+from ..data.images import SPLITS
 from ..losses import LOSSES, T_DISTRIBUTIONS, WEIGHTINGS
 from ..models.presets import ARCHITECTURES, PRESETS
 from ..parameterizations import PREDICTIONS
@@ -95,7 +96,8 @@ class DataConfig:
     """What to train on.
 
     Attributes:
-        name: one of ``digits``, ``mnist``, ``fashion``, ``emoji`` or ``folder:PATH``.
+        name: a set of :data:`hwaksan.data.catalog.DATASET_NAMES` (``digits``, ``mnist``,
+            ``fashion``, ``emoji``, the audio / video / motion sets) or ``folder:PATH``.
         split: ``train``, ``val``, ``test`` or ``all``.
         image_size: resize to ``(s, s)``; 0 keeps the native size.
         conditional: feed the class labels to the network as ``cond``.
@@ -104,6 +106,8 @@ class DataConfig:
         lowres: train a super-resolution model: condition on the images downsampled to
             ``(lowres, lowres)`` and upsampled back (``cond["image"]``, extra input channels); 0 is
             off. See :mod:`hwaksan.training.superres` and ``diffusion.aug_max``.
+        args: keyword arguments of the loader of a set that is not images (``{frames = 8}``;
+            :data:`hwaksan.data.catalog.LOADERS`).
     """
 
     name: str = "digits"
@@ -112,6 +116,7 @@ class DataConfig:
     conditional: bool = True
     p_uncond: float = 0.1
     lowres: int = 0
+    args: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -524,7 +529,7 @@ def _check_config(cfg: Config) -> None:
             raise ConfigError(f"{name} must be a {klass.__name__}, got {type(section).__name__}")
     d, m, f, o, e, t, s = cfg.data, cfg.model, cfg.diffusion, cfg.optim, cfg.ema, cfg.train, cfg.sample
     if not d.name.startswith("folder:"):
-        _choice("data.name", d.name, [*DATASETS, "folder:PATH"])
+        _choice("data.name", d.name, [*DATASET_NAMES, "folder:PATH"])
     _choice("data.split", d.split, SPLITS)
     _check_range(
         "data.image_size", d.image_size, 0, MAX_IMAGE_SIZE, f"0 (native size) or 1 to {MAX_IMAGE_SIZE}"

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data.images import ImageDataset
+from ..data.dataset import ImageDataset
 from ..processes import Process
 from .config import Config
 from .distributed import DistInfo

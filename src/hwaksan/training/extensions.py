@@ -3,8 +3,9 @@
 :func:`extensions_for` returns, in the order the loop calls them: latent diffusion
 (``latent.vae``), reflow pairs (a :class:`~hwaksan.training.pairs.PairedImageDataset`), text
 conditioning (``text.encoder``), super-resolution (``data.lowres``), ``L_hybrid`` / ``L_vlb``
-(``diffusion.loss``) and the MoE load-balancing loss (an MoE network). Class labels and their
-dropout stay in the loop, since every image model may have them.
+(``diffusion.loss``), the MoE load-balancing loss (an MoE network), then the extension of the data
+set's modality (:data:`MODALITY_EXTENSIONS`: audio, video, motion), which reads its settings from
+``data.args``. Class labels and their dropout stay in the loop, since every model may have them.
 
 :func:`check_combinations` rejects what does not compose, with one :class:`ConfigError` line each.
 Text and super-resolution compose (the condition carries both the caption and the low-resolution
@@ -15,7 +16,9 @@ with a loss, condition or coupling that draws its own source side.
 
 from __future__ import annotations
 
-from ..data.images import ImageDataset
+from collections.abc import Callable
+
+from ..data.dataset import ImageDataset
 from .config import Config, ConfigError, base_network_spec
 from .extension import Extension
 from .hybrid import HybridLossExtension
@@ -25,7 +28,10 @@ from .pairs import PairedImageDataset, PairsExtension
 from .superres import SuperResExtension
 from .text import TextExtension
 
-__all__ = ["extensions_for", "check_combinations"]
+__all__ = ["MODALITY_EXTENSIONS", "extensions_for", "check_combinations"]
+
+#: The extension of each modality that needs one: ``make(config, data) -> Extension``.
+MODALITY_EXTENSIONS: dict[str, Callable[[Config, ImageDataset], Extension]] = {}
 
 
 def _is_moe(config: Config) -> bool:
@@ -97,4 +103,7 @@ def extensions_for(config: Config, data: ImageDataset, *, progress: bool = True)
         out.append(HybridLossExtension(config))
     if _is_moe(config):
         out.append(MoEExtension(config))
+    make = MODALITY_EXTENSIONS.get(data.modality)
+    if make is not None:
+        out.append(make(config, data))
     return out

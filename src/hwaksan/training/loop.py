@@ -51,7 +51,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data.images import ImageDataset
+from ..data.dataset import ImageDataset
 from ..io.artifact import model_metadata
 from ..io.checkpoint import (
     CheckpointError,
@@ -61,13 +61,14 @@ from ..io.checkpoint import (
     remove_partial_writes,
 )
 from ..io.codec import IdentityCodec
+from ..io.media import save_preview
 from ..io.outputs import check_output, record_output, written_by_hwaksan
 from ..io.runlock import RunLock
 from ..io.training_state import TrainingState, load_training_state, save_training_state
 from ..losses import denoising_loss
-from ..models.presets import ARCHITECTURES, build_model
+from ..models.presets import ARCHITECTURES, build_model, input_arguments
 from ..parameterizations import ModelDenoiser
-from ..plotting import plot_loss, save_image_grid
+from ..plotting import plot_loss
 from ..processes import make_coupling, make_process
 from ..samplers import sample
 from ..utils import mix_seed
@@ -208,7 +209,7 @@ class TrainingLoop:
         self.net = self._build_net().to(device)
         self.is_mlp = type(self.net) is ARCHITECTURES["mlp"]
         self.data_shape = (math.prod(self.image_shape),) if self.is_mlp else self.image_shape
-        self.channels_last = tc.channels_last and not self.is_mlp
+        self.channels_last = tc.channels_last and len(self.data_shape) == 3
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.num_classes = self.net.config.get("num_classes") or 0
@@ -272,18 +273,19 @@ class TrainingLoop:
         mc = self.config.model
         spec = base_network_spec(self.config)
         arch = spec.get("arch")
-        c, h, w = self.image_shape
         # The input's size follows the data the loop trains on (a preset's value is a default for
         # its own data set: an extension that encodes the images feeds its codec's channels); a
         # value set in model.args must match it.
-        follows = {"dim": c * h * w} if arch == "mlp" else {"in_channels": c}
-        if arch in ("dit", "moe-dit"):
-            follows["input_size"] = h
+        try:
+            follows = input_arguments(arch, self.image_shape)
+        except ValueError as err:
+            raise ConfigError(f"model.preset = {mc.preset!r}: {err}") from None
+        shape = "x".join(map(str, self.image_shape))
         for key, value in follows.items():
             if key in mc.args and mc.args[key] != value:
                 raise ConfigError(
                     f"model.args.{key} = {mc.args[key]} but the data the model trains on "
-                    f"({self.data.name!r}, {c}x{h}x{w}) needs {value}: drop model.args.{key} "
+                    f"({self.data.name!r}, {shape}) needs {value}: drop model.args.{key} "
                     f"or set it to {value}"
                 )
             spec[key] = value
@@ -512,6 +514,8 @@ class TrainingLoop:
             num_classes=self.num_classes,
             ema_decays=self.ema.decays,
             codec=self.codec,
+            modality=self.data.modality,
+            modality_params=self.data.modality_params,
             **self._model_fields,
         )
 
@@ -624,9 +628,9 @@ class TrainingLoop:
 
     @torch.no_grad()
     def sample_images(self, n: int | None = None, ema_index: int = 0) -> torch.Tensor:
-        """``n`` images ``(n, C, H, W)`` from EMA ``ema_index`` with the config's sampler, decoded by
-        :attr:`codec`; image ``i`` uses seed ``sample.seed + i`` (and label ``i % num_classes``; the
-        extensions add their grid conditions)."""
+        """``n`` samples ``(n, C, *axes)`` (images ``(n, C, H, W)``) from EMA ``ema_index`` with the
+        config's sampler, decoded by :attr:`codec`; sample ``i`` uses seed ``sample.seed + i`` (and
+        label ``i % num_classes``; the extensions add their grid conditions)."""
         sc = self.config.sample
         n = sc.n if n is None else n
         if self._sample_net is None:
@@ -658,14 +662,15 @@ class TrainingLoop:
         return self.codec.decode(out.x)
 
     def save_grid(self, step: int) -> Path:
-        """Write ``samples/step_NNNNNNN.png``, ``samples/latest.png`` and ``loss.png``."""
+        """Write ``samples/step_NNNNNNN.png``, ``samples/latest.png`` (the data's modality draws
+        them: :mod:`hwaksan.io.media`) and ``loss.png``."""
         images = self.sample_images()
         folder = self.out_dir / "samples"
         folder.mkdir(parents=True, exist_ok=True)
         nrow = self.num_classes if (self.labels is not None and self.num_classes) else None
-        scale = max(1, 96 // max(images.shape[2:]))
-        path = save_image_grid(images, folder / f"step_{step:07d}.png", nrow=nrow, scale=scale)
-        save_image_grid(images, folder / "latest.png", nrow=nrow, scale=scale)
+        path = folder / f"step_{step:07d}.png"
+        for target in (path, folder / "latest.png"):
+            save_preview(images, target, self.data.modality, self.data.modality_params, nrow)
         plot_loss(self.losses, self.out_dir / "loss.png", smooth=max(1, min(50, len(self.losses) // 10)))
         record_output(path, folder / "latest.png", self.out_dir / "loss.png")
         return path

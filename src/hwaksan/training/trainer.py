@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..data.images import ImageDataset, load_dataset
+from ..data.catalog import load_data
+from ..data.dataset import ImageDataset
 from .config import Config
 from .extension import Extension
 from .extensions import extensions_for
@@ -30,7 +31,7 @@ class Trainer(TrainingLoop):
         out_dir: where checkpoints, samples, metrics and plots go (created).
         progress: show a tqdm progress bar (rank 0 only).
         pictures: write sample grids and the loss curve (off: checkpoints and metrics only).
-        data: use this data set instead of ``load_dataset(config.data...)`` (tests, notebooks); a
+        data: use this data set instead of ``load_data(config.data...)`` (tests, notebooks); a
             :class:`~hwaksan.training.pairs.PairedImageDataset` trains on its fixed pairs.
         extensions: extensions to use after those of the config.
         overwrite: a fresh run may replace ``config.json``, ``metrics.jsonl`` and the pictures in
@@ -62,7 +63,7 @@ class Trainer(TrainingLoop):
         set_threads(config)
         if data is None:
             dc = config.data
-            data = load_dataset(dc.name, dc.split, dc.image_size or None)
+            data = load_data(dc.name, dc.split, dc.image_size or None, dc.args)
         super().__init__(
             config,
             out_dir,
