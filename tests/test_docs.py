@@ -139,6 +139,7 @@ TINY: dict[str, str | None] = {
     "edit": "--n 2 --steps 2",
     "invert": "--steps 2",
     "inpaint": "--n 2 --steps 4 --jump 1 --resample 2",
+    "complete": "--n 2 --steps 2 --jump 1 --resample 1",
     "upscale": "--n 2 --steps 2",
     "cascade": "--n 2 --steps 2 --sr-steps 2",
     "train-classifier": "--steps 2 --batch-size 8 --channels 8 --threads 1 --no-progress",
