@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from . import (
+    complete,
     demo,
     edit,
     encode_text,
@@ -46,6 +47,7 @@ COMMANDS = (
     edit,
     invert,
     inpaint,
+    complete,
     superres,
     train_vae,
     encode_text,
