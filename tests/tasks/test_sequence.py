@@ -15,6 +15,8 @@ import torch
 from torch import nn
 
 from hwaksan.cli import main
+from hwaksan.cli.common import UserError
+from hwaksan.cli.studio_command import load_served
 from hwaksan.data.dataset import ImageDataset
 from hwaksan.io import media
 from hwaksan.io.artifact import load_trained
@@ -182,3 +184,9 @@ def test_complete_command_writes_the_completions_and_refuses_bad_input(tmp_path,
 
     assert main([*args[:4], "--keep", "0:20", *common, "--out", str(tmp_path / "e.png")]) == 1
     assert "outside the 12 frames" in capsys.readouterr().err
+
+
+def test_the_studio_refuses_a_sequence_model_in_one_line(tmp_path, sequence_modality):
+    Trainer(_config(tmp_path), tmp_path / "run", data=_waves(16), progress=False, pictures=False).run()
+    with pytest.raises(UserError, match="is a motion model: use hwaksan sample"):
+        load_served([str(tmp_path / "run")], "cpu")

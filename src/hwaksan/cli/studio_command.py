@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from .args import add_device_argument, int_in, pick_device
-from .common import load_model
+from .common import UserError, load_model
 from .studio import Limits, ServedModel, Studio, create_app, served_name
 
 __all__ = ["register", "cmd_studio", "LOOPBACK"]
@@ -74,6 +74,11 @@ def load_served(paths: list[str], device: str = "auto") -> list[ServedModel]:
     served = []
     for i, path in enumerate(paths):
         model = load_model(path, "hwaksan studio", device=pick_device(device))
+        if model.modality not in ("image", "points"):
+            raise UserError(
+                f"hwaksan studio shows image and 2-D models; {path} is a {model.modality} model: use "
+                "hwaksan sample (it writes the model's media files)"
+            )
         served.append(ServedModel(str(i), served_name(path, model), path, model))
     return served
 
