@@ -147,6 +147,7 @@ TINY: dict[str, str | None] = {
     "samplers": "",
     "models": "",
     "encode-text": "",
+    "vocode": "--steps 2",
     "studio": None,  # a server that runs until stopped: document it in plain ``` blocks (never run)
 }
 TINY_TRAIN_2D = "--train-steps 5 --batch-size 64 --width 32 --depth 1 --no-progress"

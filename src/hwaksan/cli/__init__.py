@@ -28,6 +28,7 @@ from . import (
     train,
     train_classifier,
     train_vae,
+    vocode,
 )
 from .args import check_namespace
 from .common import UserError
@@ -52,6 +53,7 @@ COMMANDS = (
     train_vae,
     encode_text,
     studio_command,
+    vocode,
 )
 """The command modules, in the order ``hwaksan --help`` lists their sub-commands."""
 

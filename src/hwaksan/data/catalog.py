@@ -10,14 +10,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .audio import load_speech_digits, load_speech_digits_mel
 from .dataset import ImageDataset
 from .images import DATASETS as IMAGE_DATASETS
 from .images import load_dataset
+from .motion import load_stick_motion
+from .video import moving_digits
 
 __all__ = ["DATASET_NAMES", "LOADERS", "load_data"]
 
 #: Loaders of the sets that are not images: ``loader(split, **args) -> ImageDataset``.
-LOADERS: dict[str, Callable[..., ImageDataset]] = {}
+LOADERS: dict[str, Callable[..., ImageDataset]] = {
+    "speech-digits": load_speech_digits,
+    "speech-digits-mel": load_speech_digits_mel,
+    "moving-mnist": moving_digits,
+    "stick-motion": load_stick_motion,
+}
 
 DATASET_NAMES = (*IMAGE_DATASETS, *LOADERS)
 """Named sets; any folder of images loads as ``"folder:PATH"``."""

@@ -23,6 +23,9 @@ from typing import Any
 import torch
 
 from ..plotting import save_image_grid
+from .media_audio import audio_files, audio_names, audio_preview
+from .media_motion import motion_files, motion_names, motion_preview
+from .media_video import save_strips, video_files, video_names
 
 __all__ = ["MEDIA", "MediaWriters", "media_names", "save_media", "save_preview"]
 
@@ -51,6 +54,9 @@ def _no_files(x: torch.Tensor, stem: Path, params: dict[str, Any]) -> list[Path]
 
 MEDIA: dict[str, MediaWriters] = {
     "image": MediaWriters(_image_preview, _no_names, _no_files),
+    "audio": MediaWriters(audio_preview, audio_names, audio_files),
+    "video": MediaWriters(save_strips, video_names, video_files),
+    "motion": MediaWriters(motion_preview, motion_names, motion_files),
 }
 
 

@@ -26,7 +26,10 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 from .classifier import Classifier
 from .dit import DiT, MoEDiT
 from .mlp import MLP
+from .motion_transformer import MotionTransformer
 from .unet import UNet
+from .video_unet import VideoUNet
+from .wavegrad import WaveGrad
 
 __all__ = [
     "ARCHITECTURES",
@@ -46,9 +49,24 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {
     "dit": DiT,
     "moe-dit": MoEDiT,
     "classifier": Classifier,
+    "wavegrad": WaveGrad,
+    "motion-transformer": MotionTransformer,
+    "video-unet": VideoUNet,
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
+    # 1xT waveforms at 16 kHz from 32-band log-mels at hop 256 (speech-digits): WaveGrad's UBlocks /
+    # DBlocks / FiLM (Chen et al. 2021) scaled to a CPU, four x4 upsamplings.
+    "wavegrad-speech": {
+        "arch": "wavegrad",
+        "in_channels": 1,
+        "n_mels": 32,
+        "factors": [4, 4, 4, 4],
+        "channels": [64, 32, 16, 8],
+        "down_channels": [4, 8, 16, 32],
+        "mel_channels": 64,
+        "emb_dim": 128,
+    },
     # 1x8x8 digits: two levels (8x8, 4x4), attention at 4x4.
     "unet-digits": {
         "arch": "unet",
@@ -128,9 +146,37 @@ PRESETS: dict[str, dict[str, Any]] = {
         "num_experts": 4,
         "top_k": 1,
     },
+    # 1x8x32x32 clips (moving-mnist), sized for a CPU: 2x2 pixels folded into channels, then three
+    # levels (16, 8, 4) of 2-D convolutions per frame, a temporal convolution after every block,
+    # temporal attention at 8x8, 4x4 and in the middle. 1.4 M params, 1.1 GFLOP per 8-frame clip.
+    "video-unet-32": {
+        "arch": "video-unet",
+        "in_channels": 1,
+        "model_channels": 32,
+        "channel_mult": [1, 2, 2],
+        "num_res_blocks": 1,
+        "temporal_attention_levels": [1, 2],
+        "patch_size": 2,
+        "emb_dim": 128,
+        "num_groups": 8,
+        "num_classes": 10,
+    },
+    # 30x32 stick-figure motion (stick-motion): MDM-style transformer over 32 frame tokens, width
+    # 128, 4 adaLN-Zero blocks, 8 action classes (+ the null class of classifier-free guidance).
+    "motion-stick": {
+        "arch": "motion-transformer",
+        "in_channels": 30,
+        "hidden_size": 128,
+        "depth": 4,
+        "num_heads": 4,
+        "mlp_ratio": 2.0,
+        "num_classes": 8,
+        "max_frames": 32,
+    },
 }
 
-PRESET_INPUT_SHAPES: dict[str, tuple[int, int, int]] = {
+PRESET_INPUT_SHAPES: dict[str, tuple[int, ...]] = {
+    "wavegrad-speech": (1, 1024),
     "unet-digits": (1, 8, 8),
     "unet-mnist": (1, 28, 28),
     "unet-32": (1, 32, 32),
@@ -138,6 +184,8 @@ PRESET_INPUT_SHAPES: dict[str, tuple[int, int, int]] = {
     "unet-64": (3, 64, 64),
     "dit-mnist": (1, 28, 28),
     "moe-mnist": (1, 28, 28),
+    "video-unet-32": (1, 8, 32, 32),
+    "motion-stick": (30, 32),
 }
 
 

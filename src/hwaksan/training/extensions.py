@@ -19,11 +19,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..data.dataset import ImageDataset
+from .audio import make_audio_extension
 from .config import Config, ConfigError, base_network_spec
 from .extension import Extension
 from .hybrid import HybridLossExtension
 from .latent import LatentExtension
 from .moe import MoEExtension
+from .motion import make_motion_extension
 from .pairs import PairedImageDataset, PairsExtension
 from .superres import SuperResExtension
 from .text import TextExtension
@@ -31,7 +33,10 @@ from .text import TextExtension
 __all__ = ["MODALITY_EXTENSIONS", "extensions_for", "check_combinations"]
 
 #: The extension of each modality that needs one: ``make(config, data) -> Extension``.
-MODALITY_EXTENSIONS: dict[str, Callable[[Config, ImageDataset], Extension]] = {}
+MODALITY_EXTENSIONS: dict[str, Callable[[Config, ImageDataset], Extension]] = {
+    "audio": make_audio_extension,
+    "motion": make_motion_extension,
+}
 
 
 def _is_moe(config: Config) -> bool:

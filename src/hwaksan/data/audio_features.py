@@ -1,0 +1,134 @@
+"""Log-mel spectrograms of waveforms: the vocoder's condition and the audio metrics' features.
+
+A waveform ``x (B, T)`` at ``sample_rate`` gives the magnitude STFT (Hann window of ``n_fft``,
+hop ``hop``), projected on a mel filter bank of ``n_mels`` bands (Slaney mel scale and area
+normalisation, librosa's defaults), and its natural log floored at ``1e-5`` (the HiFi-GAN /
+WaveGrad convention):
+
+    M = log(max(mel_basis @ |STFT(x)|, 1e-5))                                  (n_mels, frames)
+
+The signal is reflect-padded by ``(n_fft - hop) / 2`` on both sides and framed without centring,
+so ``frames = T / hop`` exactly and frame ``k`` covers samples ``[k hop, (k + 1) hop)`` of the
+waveform at its centre: a vocoder upsamples ``M`` by ``hop`` to the waveform's rate (Chen et al.
+2021, WaveGrad, sec. 3 uses hop 300 at 24 kHz; here hop 256 at 16 kHz).
+
+The filter bank comes from ``librosa.filters.mel`` and the STFT from ``torch.stft`` (batched,
+differentiable; the same numbers as ``librosa.feature.melspectrogram(power=1, center=False)`` on
+the padded signal, within float32 rounding: ``tests/audio``; speed: ``docs/benchmarks-audio.md``).
+librosa is imported inside the functions (it pulls numba): ``pip install 'hwaksan[audio]'``.
+
+:func:`normalise_log_mel` maps ``M`` to about [-1, 1] for the networks:
+``m = (M - LOG_MEL_CENTRE) / LOG_MEL_SCALE`` (``M`` spans [log 1e-5, ~3.5] on peak-normalised speech).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "DEFAULT_MEL",
+    "LOG_MEL_CENTRE",
+    "LOG_MEL_FLOOR",
+    "LOG_MEL_SCALE",
+    "MelSettings",
+    "denormalise_log_mel",
+    "log_mel",
+    "mel_basis",
+    "normalise_log_mel",
+]
+
+LOG_MEL_FLOOR = 1e-5
+LOG_MEL_CENTRE = -4.0
+LOG_MEL_SCALE = 7.5
+
+
+@dataclass(frozen=True)
+class MelSettings:
+    """How a waveform becomes a log-mel spectrogram (see the module docstring)."""
+
+    sample_rate: int = 16000
+    n_fft: int = 1024
+    hop: int = 256
+    n_mels: int = 32
+    fmin: float = 0.0
+    fmax: float = 8000.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, params: dict[str, Any]) -> MelSettings:
+        """The settings among ``params`` (e.g. a model's ``modality_params``); defaults for the rest."""
+        names = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in params.items() if k in names})
+
+
+DEFAULT_MEL = MelSettings()
+"""The settings of ``speech-digits``: 16 kHz, n_fft 1024, hop 256, 32 bands up to 8 kHz."""
+
+
+def _librosa():
+    try:
+        import librosa
+    except ImportError:
+        raise RuntimeError(
+            "audio features need librosa: pip install 'hwaksan[audio]' (or: pip install librosa)"
+        ) from None
+    return librosa
+
+
+@lru_cache(maxsize=8)
+def mel_basis(settings: MelSettings) -> torch.Tensor:
+    """The mel filter bank ``(n_mels, n_fft // 2 + 1)`` float32 (``librosa.filters.mel``)."""
+    basis = _librosa().filters.mel(
+        sr=settings.sample_rate,
+        n_fft=settings.n_fft,
+        n_mels=settings.n_mels,
+        fmin=settings.fmin,
+        fmax=settings.fmax,
+    )
+    return torch.from_numpy(basis).float()
+
+
+def magnitude_stft(x: torch.Tensor, settings: MelSettings) -> torch.Tensor:
+    """``|STFT(x)|`` ``(B, n_fft // 2 + 1, T // hop)`` of waveforms ``x (B, T)`` (module docstring)."""
+    pad = (settings.n_fft - settings.hop) // 2
+    padded = F.pad(x[:, None].float(), (pad, pad), mode="reflect")[:, 0]
+    window = torch.hann_window(settings.n_fft, device=x.device)
+    spec = torch.stft(padded, settings.n_fft, settings.hop, window=window, center=False, return_complex=True)
+    return spec.abs()
+
+
+def log_mel(x: torch.Tensor, settings: MelSettings = DEFAULT_MEL) -> torch.Tensor:
+    """``M = log(max(mel_basis @ |STFT(x)|, 1e-5))``: ``(B, T)`` or ``(B, 1, T)`` ->
+    ``(B, n_mels, T // hop)`` float32 (module docstring).
+
+    Raises:
+        ValueError: ``T`` is not a multiple of ``hop`` or shorter than ``n_fft``.
+    """
+    if x.ndim == 3:
+        x = x[:, 0]
+    t = x.shape[-1]
+    if t % settings.hop or t < settings.n_fft:
+        raise ValueError(
+            f"a waveform of {t} samples: need a multiple of hop = {settings.hop}, at least n_fft = "
+            f"{settings.n_fft}"
+        )
+    mag = magnitude_stft(x, settings)
+    mel = mel_basis(settings).to(mag.device) @ mag
+    return mel.clamp_min(LOG_MEL_FLOOR).log()
+
+
+def normalise_log_mel(m: torch.Tensor) -> torch.Tensor:
+    """``(M - LOG_MEL_CENTRE) / LOG_MEL_SCALE``: the log-mel in about [-1, 1] (any shape)."""
+    return (m - LOG_MEL_CENTRE) / LOG_MEL_SCALE
+
+
+def denormalise_log_mel(m: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`normalise_log_mel`."""
+    return m * LOG_MEL_SCALE + LOG_MEL_CENTRE

@@ -1,0 +1,101 @@
+"""Vocoding: waveforms from log-mel spectrograms with a mel-conditioned diffusion model (WaveGrad).
+
+:func:`vocode` draws ``x (B, 1, F * hop)`` from ``N(0, sigma(ts[0])^2)`` and runs any sampler of
+the library with ``cond = {"signal": m}``, ``m (B, n_mels, F)`` the normalised log-mel
+(:mod:`hwaksan.data.audio_features`): the network is fully convolutional, so whole clips of any
+length (a multiple of the hop) vocode although it trained on windows.
+
+:func:`beta_grid` turns a discrete WaveGrad noise schedule ``beta_1 .. beta_N`` (Chen et al. 2021,
+sec. 3.3 and 4) into a time grid of the model's own process: ``alphabar_n = prod_{i<=n} (1 -
+beta_i)`` has the log-SNR ``lambda_n = log(alphabar_n / (1 - alphabar_n))``, and the grid is
+``t_n = process.t_of_lambda(lambda_n)`` from ``n = N`` down to 1, then ``t = 0`` (for a path with
+``alpha = 1`` such as EDM this is ``sigma_n = sqrt((1 - alphabar_n) / alphabar_n)``, the same
+marginal up to the scale ``sqrt(alphabar_n)``). So WaveGrad's searched few-step schedules run with
+every sampler, and the ancestral (``ddpm``) sampler on that grid is WaveGrad's sampler (alg. 2).
+:func:`wavegrad_candidates` lists the schedules of the sec. 4 grid search.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ..io.artifact import TrainedModel
+from ..samplers import SampleResult, sample
+from ..samplers.plan import grid_from_log_sigmas
+from ..utils import generators_from_seeds
+
+__all__ = ["beta_grid", "vocode", "wavegrad_candidates"]
+
+
+def beta_grid(process: Any, betas: Sequence[float]) -> torch.Tensor:
+    """The time grid ``(N + 1,)`` float64 of a WaveGrad beta schedule (module docstring), high noise
+    first, ending at ``t = 0``; noise levels outside the process's range ``[t_min, t_max]`` are
+    clamped to it."""
+    b = torch.as_tensor(list(betas), dtype=torch.float64)
+    if not (len(b) and torch.all((b > 0) & (b < 1))):
+        raise ValueError(f"betas must lie in (0, 1), got {list(betas)}")
+    alphabar = torch.cumprod(1 - b, 0)
+    log_sigma = 0.5 * torch.log((1 - alphabar) / alphabar)  # sigma~ = exp(-lambda / 2)
+    bounds = process.sigma_tilde(
+        torch.tensor([max(process.t_min, 1e-12), process.t_max], dtype=torch.float64)
+    )
+    log_sigma = log_sigma.clamp(float(bounds[0].log()), float(bounds[1].log()))
+    return grid_from_log_sigmas(process, log_sigma.flip(0))
+
+
+def wavegrad_candidates(n: int = 6) -> list[list[float]]:
+    """The noise schedules of WaveGrad's grid search (Chen et al. 2021, sec. 4): ``n`` betas, each a
+    power of ten times a mantissa, non-decreasing, from ``1e-6`` to ``0.9`` — here the geometric
+    sequences ``beta_i = beta_1 (beta_n / beta_1)^((i - 1) / (n - 1))`` with ``beta_1`` in
+    ``{1e-6, 1e-5, 1e-4, 1e-3}`` and ``beta_n`` in ``{0.1, 0.3, 0.5, 0.7, 0.9}`` (20 schedules; the
+    published 6-step schedule ``[7e-6, 1.4e-4, 2.1e-3, 2.8e-2, 3.5e-1, 7e-1]`` is near one of them)."""
+    out = []
+    for b1, bn in itertools.product((1e-6, 1e-5, 1e-4, 1e-3), (0.1, 0.3, 0.5, 0.7, 0.9)):
+        r = (bn / b1) ** (1.0 / (n - 1))
+        out.append([b1 * r**i for i in range(n)])
+    return out
+
+
+def vocode(
+    model: TrainedModel,
+    mel: torch.Tensor,
+    *,
+    sampler: str = "heun",
+    steps: int = 6,
+    grid: str | torch.Tensor = "karras",
+    seed: int = 0,
+    cond: dict[str, Any] | None = None,
+    **options: Any,
+) -> SampleResult:
+    """Waveforms ``(B, 1, F * hop)`` of normalised log-mels ``mel (B, n_mels, F)``.
+
+    Args:
+        model: a mel-conditioned waveform model (a :class:`~hwaksan.models.wavegrad.WaveGrad`).
+        mel: the condition, normalised (:func:`hwaksan.data.audio_features.normalise_log_mel`).
+        sampler, steps, grid: any sampler and grid of :mod:`hwaksan.samplers` (``grid`` may be a
+            tensor, e.g. :func:`beta_grid`).
+        seed: clip ``i`` uses seed ``seed + i`` (the same clip at any batch size).
+        cond: further condition fields (``labels``).
+        **options: sampler options.
+    """
+    hop = getattr(model.denoiser.net, "hop", None)
+    if hop is None:
+        raise ValueError(f"this is a {model.describe()} model, not a vocoder (no mel upsampling)")
+    b, _, frames = mel.shape
+    mel = mel.to(model.device, torch.float32)
+    gens = generators_from_seeds(range(seed, seed + b), model.device)
+    return sample(
+        model.denoiser,
+        (b, model.data_shape[0], frames * hop),
+        sampler=sampler,
+        steps=steps,
+        grid=grid,
+        cond={**(cond or {}), "signal": mel},
+        generator=gens,
+        device=model.device,
+        **options,
+    )

@@ -1,0 +1,130 @@
+"""The audio extension trains a tiny vocoder through the unchanged loop; hwaksan sample and
+hwaksan vocode write WAV and PNG files; bad inputs of vocode get one clear line."""
+
+from __future__ import annotations
+
+import shutil
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hwaksan.cli import main
+from hwaksan.data.audio import load_speech_digits
+from hwaksan.data.audio_features import MelSettings, log_mel, normalise_log_mel
+from hwaksan.io.artifact import load_trained
+from hwaksan.io.media_audio import read_wav, write_wav
+from hwaksan.tasks.vocode import beta_grid, vocode
+from hwaksan.training.audio import cut_windows
+from hwaksan.training.config import load_config
+from hwaksan.training.trainer import Trainer
+
+needs_espeak = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (make data installs it)"
+)
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "speech-digits.toml"
+TINY = [
+    "model.args={channels=[16, 8, 8, 4], down_channels=[4, 4, 8, 8], mel_channels=16, emb_dim=16}",
+    "data.args={window=1024, stride=1024}",
+    "train.batch_size=4",
+    "train.steps=2",
+    "train.threads=1",
+    "train.log_every=1",
+    "train.sample_every=0",
+    "train.checkpoint_every=0",
+    "train.max_seconds=0",
+    "optim.warmup=1",
+    "sample.n=2",
+    "sample.steps=2",
+]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    if not CONFIG.exists():
+        pytest.skip("configs/speech-digits.toml is missing")
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    out = tmp_path_factory.mktemp("vocoder")
+    data = load_speech_digits("train")
+    data.images = data.images[::81].contiguous()  # 10 clips, one voice each
+    data.labels, data.ids = data.labels[::81], data.ids[::81]
+    Trainer(load_config(CONFIG, TINY), out, progress=False, data=data).run()
+    return out
+
+
+def test_cut_windows_align_waveform_and_frames() -> None:
+    clips = torch.randn(2, 1, 2048)
+    mels = torch.arange(2 * 3 * 8, dtype=torch.float32).reshape(2, 3, 8)
+    x, m, idx = cut_windows(clips, mels, 1024, 512, 256)
+    assert x.shape == (6, 1, 1024) and m.shape == (6, 3, 4) and idx.tolist() == [0, 0, 0, 1, 1, 1]
+    assert torch.equal(x[4, 0], clips[1, 0, 512:1536]) and torch.equal(m[4], mels[1, :, 2:6])
+
+
+@needs_espeak
+def test_trains_through_the_loop_and_records_audio(run: Path) -> None:
+    model = load_trained(run)
+    assert model.modality == "audio" and model.modality_params["sample_rate"] == 16000
+    assert model.data_shape == (1, 1024) and (run / "samples" / "latest.png").is_file()
+    mel = torch.zeros(2, 32, 4)
+    a = vocode(model, mel, sampler="ddim", steps=2, seed=3).x
+    b = vocode(model, mel[:1], sampler="ddim", steps=2, seed=3).x
+    assert a.shape == (2, 1, 1024) and torch.allclose(a[:1], b, atol=1e-6)  # same seed, same clip
+    grid = beta_grid(model.process, [1e-4, 1e-3, 1e-2, 1e-1, 0.5, 0.7])
+    r = vocode(model, mel, sampler="ddpm", grid=grid)
+    assert r.nfe == 6 and torch.isfinite(r.x).all()
+
+
+@needs_espeak
+def test_sample_writes_wav_and_png(run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "s.png"
+    assert main(["sample", str(run), "--n", "2", "--steps", "2", "--out", str(out)]) == 0
+    assert out.is_file()
+    for i in range(2):
+        x, rate = read_wav(tmp_path / f"s_{i:03d}.wav")
+        assert rate == 16000 and x.shape == (1024,)
+
+
+@needs_espeak
+def test_vocode_a_wav(run: Path, tmp_path: Path) -> None:
+    clip = load_speech_digits("val").images[0, 0, :3000]
+    src = write_wav(tmp_path / "in.wav", clip, 16000)
+    out = tmp_path / "out.wav"
+    assert main(["vocode", str(run), "--input", str(src), "--out", str(out), "--steps", "2"]) == 0
+    y, rate = read_wav(out)
+    assert rate == 16000 and y.shape == (3072,)  # padded to a multiple of the hop
+    assert out.with_suffix(".png").is_file()
+
+
+def _stereo(path: Path) -> None:
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(2), f.setsampwidth(2), f.setframerate(16000)
+        f.writeframes(np.zeros(4096, dtype="<i2").tobytes())
+
+
+@needs_espeak
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (_stereo, "2 channels"),
+        (lambda p: write_wav(p, np.zeros(4000), 22050), "22050 Hz but the model's rate is 16000"),
+        (lambda p: write_wav(p, np.zeros(500), 16000), "at least one window of 1024"),
+        (lambda p: p.write_text("not audio"), "is not a WAV file"),
+    ],
+)
+def test_vocode_bad_input_is_one_line(run: Path, tmp_path: Path, capsys, make, message) -> None:
+    src = tmp_path / "bad.wav"
+    make(src)
+    assert main(["vocode", str(run), "--input", str(src), "--out", str(tmp_path / "o.wav")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_mel_settings_round_trip() -> None:
+    s = MelSettings(n_mels=16)
+    assert MelSettings.from_dict({**s.to_dict(), "clip_length": 5}) == s
+    x = torch.randn(1, 2048)
+    assert normalise_log_mel(log_mel(x, s)).shape == (1, 16, 8)
