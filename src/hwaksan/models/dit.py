@@ -45,7 +45,23 @@ from .conditioning import NetworkCondition, labels_or_null
 from .embeddings import NoiseLevelEmbedding
 from .unet import MultiHeadAttention, pad_to_multiple, unpad
 
-__all__ = ["DiT", "DiTBlock", "MoEDiT", "MoEFeedForward", "sincos_pos_embed_2d"]
+__all__ = ["DiT", "DiTBlock", "MoEDiT", "MoEFeedForward", "sincos_pos_embed_1d", "sincos_pos_embed_2d"]
+
+
+def _sincos(dim: int, positions: torch.Tensor) -> torch.Tensor:
+    """``[sin(p w_k), cos(p w_k)]`` with ``w_k = 10000^(-k / (dim/2))`` (Vaswani et al. 2017, sec. 3.5):
+    ``(len(positions), dim)`` float64 for positions ``(P,)``; ``dim`` even."""
+    half = dim // 2
+    omega = 1.0 / 10000 ** (torch.arange(half, dtype=torch.float64) / half)
+    arg = positions.double()[:, None] * omega[None]
+    return torch.cat([arg.sin(), arg.cos()], dim=1)
+
+
+def sincos_pos_embed_1d(dim: int, length: int) -> torch.Tensor:
+    """Fixed sine-cosine positions ``(length, dim)`` of a sequence (Vaswani et al. 2017, sec. 3.5)."""
+    if dim % 2:
+        raise ValueError(f"the position embedding needs an even width, got {dim}")
+    return _sincos(dim, torch.arange(length)).float()
 
 
 def sincos_pos_embed_2d(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
@@ -56,18 +72,14 @@ def sincos_pos_embed_2d(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
     """
     if dim % 4:
         raise ValueError(f"the position embedding needs a width divisible by 4, got {dim}")
-    quarter = dim // 4
-    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
     rows, cols = torch.meshgrid(
         torch.arange(grid_h, dtype=torch.float64),
         torch.arange(grid_w, dtype=torch.float64),
         indexing="ij",
     )
-    parts = []
-    for pos in (rows.reshape(-1), cols.reshape(-1)):
-        arg = pos[:, None] * omega[None]
-        parts += [arg.sin(), arg.cos()]
-    return torch.cat(parts, dim=1).float()
+    return torch.cat(
+        [_sincos(dim // 2, rows.reshape(-1)), _sincos(dim // 2, cols.reshape(-1))], dim=1
+    ).float()
 
 
 def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,6 @@ by dropping the condition.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -28,20 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .conditioning import NetworkCondition, labels_or_null
-from .dit import DiTBlock
+from .dit import DiTBlock, sincos_pos_embed_1d
 from .embeddings import NoiseLevelEmbedding
 
 __all__ = ["MotionTransformer", "sincos_pos_embed_1d"]
-
-
-def sincos_pos_embed_1d(dim: int, length: int) -> torch.Tensor:
-    """Fixed sine-cosine positions ``(length, dim)`` (Vaswani et al. 2017, sec. 3.5)."""
-    if dim % 2:
-        raise ValueError(f"the position embedding needs an even width, got {dim}")
-    half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float64) / half)
-    arg = torch.arange(length, dtype=torch.float64)[:, None] * freqs[None]
-    return torch.cat([arg.sin(), arg.cos()], dim=1).float()
 
 
 class MotionTransformer(nn.Module):

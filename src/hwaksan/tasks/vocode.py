@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from ..io.artifact import TrainedModel
+from ..processes.diffusion import alphas_cumprod_from_betas
 from ..samplers import SampleResult, sample
 from ..samplers.plan import grid_from_log_sigmas
 from ..utils import generators_from_seeds
@@ -38,7 +39,7 @@ def beta_grid(process: Any, betas: Sequence[float]) -> torch.Tensor:
     b = torch.as_tensor(list(betas), dtype=torch.float64)
     if not (len(b) and torch.all((b > 0) & (b < 1))):
         raise ValueError(f"betas must lie in (0, 1), got {list(betas)}")
-    alphabar = torch.cumprod(1 - b, 0)
+    alphabar = alphas_cumprod_from_betas(b)
     log_sigma = 0.5 * torch.log((1 - alphabar) / alphabar)  # sigma~ = exp(-lambda / 2)
     bounds = process.sigma_tilde(
         torch.tensor([max(process.t_min, 1e-12), process.t_max], dtype=torch.float64)
