@@ -66,6 +66,11 @@ def main() -> None:
     p.add_argument("--resample", type=int, default=5)
     p.add_argument("--jump", type=int, default=5)
     p.add_argument("--complete-sampler", default="ddpm")
+    p.add_argument(
+        "--reconstruction",
+        default="0",
+        help="reconstruction guidance weights of the completions (Ho et al. 2022)",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
@@ -117,7 +122,13 @@ def main() -> None:
     y = val.labels[: args.n_complete]
     length = x.shape[-1]
     report["completion"] = []
-    for name, spec in (("in-betweening", "0,8,16,24,31"), ("prefix", "0:8")):
+    weights = [float(w) for w in args.reconstruction.split(",")]
+    tasks = [
+        (name, spec, w)
+        for name, spec in (("in-betweening", "0,8,16,24,31"), ("prefix", "0:8"))
+        for w in weights
+    ]
+    for name, spec, weight in tasks:
         keep = parse_keep(spec, length)
         mask = time_mask(x.shape[1:], keep)
         t0 = time.perf_counter()
@@ -126,11 +137,12 @@ def main() -> None:
                 model.denoiser,
                 x,
                 mask,
-                sampler="ddim",
+                sampler=args.complete_sampler,
                 steps=args.complete_steps,
                 grid="uniform",
                 jump=5,
                 resample=args.resample,
+                reconstruction=weight,
                 cond=y,
                 generator=generators_from_seeds(range(x.shape[0])),
             )
@@ -140,6 +152,7 @@ def main() -> None:
         row = {
             "task": name,
             "keep": spec,
+            "reconstruction": weight,
             "n": x.shape[0],
             "nfe": res.nfe,
             "seconds": time.perf_counter() - t0,

@@ -125,7 +125,7 @@ class HwaksanSide(Side):
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
         self.opt.step()
         self.ema.update(self.net)
-        return float(loss)
+        return float(loss.detach())
 
     def ema_state(self):
         return {k: v.detach().clone() for k, v in self.ema.state(0).items()}
@@ -176,7 +176,7 @@ class DiffusersSide(Side):
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)  # the example's max_grad_norm
         self.opt.step()
         self.ema.step(self.net.parameters())
-        return float(loss)
+        return float(loss.detach())
 
     def ema_state(self):
         copy = DiffusersUNet().unet

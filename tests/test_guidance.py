@@ -457,3 +457,56 @@ def test_guidance_wrappers_work_in_every_sampler(sampler, mixture2d):
     ):
         out = run(guided)
         assert out.shape == (6, 2) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", ["vp", "edm"])
+def test_reconstruction_guidance_is_ho_et_al_eq7_on_a_linear_denoiser(name):
+    """For Gaussian data the exact denoiser is affine, ``D = A x_t + b`` with
+    ``A = alpha C (alpha^2 C + sigma^2 I)^-1``, so ``-w alpha / 2 grad ||m (x_ref - D)||^2 =
+    w alpha A^T m (x_ref - D)``: closed form against the autograd of the wrapper (float64)."""
+    from hwaksan.distributions import GaussianMixture
+    from hwaksan.guidance import ReconstructionGuidance
+    from hwaksan.oracles import GaussianMixtureDenoiser
+
+    process = hw.make_process(name)
+    mean = torch.tensor([[0.3, -0.2]], dtype=torch.float64)
+    cov = torch.tensor([[[1.0, 0.8], [0.8, 1.0]]], dtype=torch.float64)
+    oracle = GaussianMixtureDenoiser(GaussianMixture(mean, cov), process)
+    mask = torch.tensor([1.0, 0.0], dtype=torch.float64)  # coordinate 0 known, 1 filled
+    x = torch.randn(4, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    ref = torch.randn(4, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([0.2, 0.5, 0.7, 0.9], dtype=torch.float64) * (80 if name == "edm" else 1)
+    w = 2.5
+    guided = ReconstructionGuidance(oracle, ref, mask, w)(x, t)
+    plain = oracle(x, t)
+    for i in range(4):
+        a, s = float(process.alpha(t[i : i + 1])), float(process.sigma(t[i : i + 1]))
+        big_a = a * cov[0] @ torch.linalg.inv(a**2 * cov[0] + s**2 * torch.eye(2, dtype=torch.float64))
+        expected = plain[i] + (1 - mask) * w * a * (big_a.T @ (mask * (ref[i] - plain[i])))
+        assert torch.allclose(guided[i], expected, atol=1e-10)
+    assert torch.equal(ReconstructionGuidance(oracle, ref, mask, 0.0)(x, t), plain)
+
+
+def test_inpaint_with_reconstruction_guidance_keeps_the_known_part_and_pulls_towards_it():
+    """On a strongly correlated Gaussian, the filled coordinate of guided inpainting lies closer to
+    the exact conditional mean ``mu_b + C_ba / C_aa (x_a - mu_a)`` than with replacement alone
+    (the exact conditional is what the guidance approximates; Ho et al. 2022, sec. 3.1)."""
+    from hwaksan.distributions import GaussianMixture
+    from hwaksan.oracles import GaussianMixtureDenoiser
+    from hwaksan.tasks.inpaint import inpaint
+
+    process = hw.make_process("vp")
+    cov = torch.tensor([[[1.0, 0.95], [0.95, 1.0]]], dtype=torch.float64)
+    oracle = GaussianMixtureDenoiser(GaussianMixture(torch.zeros(1, 2, dtype=torch.float64), cov), process)
+    n = 2000
+    ref = torch.zeros(n, 2, dtype=torch.float64)
+    ref[:, 0] = 1.5
+    mask = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    errs = {}
+    for w in (0.0, 1.0):
+        out = inpaint(oracle, ref, mask, sampler="ddpm", steps=20, grid="uniform", reconstruction=w,
+                      generator=torch.Generator().manual_seed(0)).x  # fmt: skip
+        assert torch.equal(out[:, 0], ref[:, 0])
+        errs[w] = float((out[:, 1].mean() - 0.95 * 1.5).abs())
+    # measured 0.46 against 0.22; the mean of 2000 samples scatters by ~0.01 (std 0.31 / sqrt(2000))
+    assert errs[1.0] < errs[0.0] - 0.1

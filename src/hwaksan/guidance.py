@@ -16,6 +16,10 @@ the samplers contain no guidance code.
   ``eps^ = eps - s sigma grad_x log p(y | x_t)``, i.e. ``x0^ = x0 + s sigma^2 grad_x log p(y | x_t)
   / alpha`` (docs/conventions.md). The gradient is taken with ``torch.enable_grad()`` inside, so the
   sampler may run under ``torch.no_grad()``. ``s = 0`` is exactly the unguided denoiser.
+- :class:`ReconstructionGuidance` (Ho et al. 2022, Video Diffusion Models, sec. 3.1, eq. 7): for
+  inpainting, ``x0^b = D^b - w alpha / 2 grad_{x_t} ||m (x_ref - D(x_t))||^2`` on the unknown part
+  ``b``, the known part ``a`` given by the mask ``m``; it pulls the filled region towards samples
+  that agree with the kept one, which replacement alone does only through the noisy ``x_t^a``.
 
 Conditions follow docs/conventions.md: ``None``, class labels ``(B,)`` (index ``num_classes`` is the
 null class) or a dict of tensors (``labels``, ``context (B, L, Dc)``, ``context_mask (B, L)`` bool,
@@ -38,6 +42,7 @@ __all__ = [
     "ClassifierGuidance",
     "LogProb",
     "RESCALE_SPACES",
+    "ReconstructionGuidance",
     "null_condition",
     "concat_conditions",
     "rescale_guidance",
@@ -443,3 +448,62 @@ class ClassifierGuidance:
             return x0
         y = torch.as_tensor(y, device=x.device).reshape(-1).long()
         return x0 + _scale(self.scale, x) * self.correction(x, t, y)
+
+
+class ReconstructionGuidance:
+    """Reconstruction guidance for inpainting (Ho et al. 2022, "Video Diffusion Models", eq. 7).
+
+    With the known part ``a`` of a reference ``x_ref`` (``mask = 1``) and the unknown part ``b``,
+
+        x0^b = D^b(x_t) - w alpha(t) / 2 * grad_{x_t^b} ||mask * (x_ref - D(x_t))||^2,
+
+    and ``x0^a = D^a(x_t)`` (inpainting replaces it anyway). It is classifier guidance
+    (:class:`ClassifierGuidance`) with the Gaussian approximation ``p(x^a | x_t) = N(D^a(x_t),
+    sigma^2 / alpha^2 I)``: ``sigma^2 / alpha * grad log p = -alpha / 2 * grad ||x^a - D^a||^2``,
+    weighted by ``w``. ``w = 0`` returns the denoiser's output itself. Above ``max_sigma_tilde``
+    the factor ``alpha`` is taken at ``max_sigma_tilde`` (as in :class:`ClassifierGuidance`).
+
+    The gradient is taken under ``torch.enable_grad()`` (the sampler may run under
+    ``torch.no_grad()``); it costs a backward pass through the network per evaluation.
+
+    Args:
+        denoiser: the model (conditional or not; the sampler's ``cond`` is passed on).
+        reference: ``x_ref (B, *shape)``; only the known part is read.
+        mask: 1 = known, 0 = unknown; broadcastable to ``reference``.
+        scale: the weight ``w`` (Ho et al. use ``w > 1``).
+        max_sigma_tilde: the cap on the noise level of the factor ``alpha``.
+    """
+
+    def __init__(
+        self,
+        denoiser: Denoiser,
+        reference: torch.Tensor,
+        mask: torch.Tensor,
+        scale: float = 1.0,
+        *,
+        max_sigma_tilde: float = 80.0,
+    ) -> None:
+        if not max_sigma_tilde > 0:
+            raise ValueError(f"max_sigma_tilde must be > 0, got {max_sigma_tilde}")
+        self.denoiser = denoiser
+        self.process = denoiser.process
+        self.reference = reference
+        self.mask = mask.to(reference.dtype)
+        self.scale = float(scale)
+        self.max_sigma_tilde = float(max_sigma_tilde)
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Cond = None) -> torch.Tensor:
+        t = as_time(t, x.shape[0], x.device)
+        if self.scale == 0.0:
+            return self.denoiser(x, t, cond)
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            x0 = self.denoiser(xg, t, cond)
+            err = (self.mask * (self.reference - x0)).square().sum()
+            (grad,) = torch.autograd.grad(err, xg)
+        p = self.process
+        capped = p.sigma_tilde(t) > self.max_sigma_tilde
+        if bool(capped.any()):
+            t = torch.where(capped, p.t_from_sigma_tilde(torch.full_like(t, self.max_sigma_tilde)), t)
+        coef = append_dims(self.scale * p.alpha(t) / 2, x.ndim).to(x.dtype)
+        return (x0 - (1 - self.mask) * coef * grad).detach()

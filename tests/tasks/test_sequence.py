@@ -157,6 +157,13 @@ def test_complete_command_writes_the_completions_and_refuses_bad_input(tmp_path,
     assert done.shape == (2, D, T)
     np.testing.assert_array_equal(done[:, :, :4], np.broadcast_to(x[:, :4], (2, D, 4)))
     assert "kept 4 of 12 frames" in capsys.readouterr().err
+    # with reconstruction guidance: the kept frames stay exact, the fill differs
+    out = tmp_path / "guided.png"
+    assert main([*args, *common, "--reconstruction", "2", "--out", str(out)]) == 0
+    guided = np.load(tmp_path / "guided.npy")
+    np.testing.assert_array_equal(guided[:, :, :4], done[:, :, :4])
+    assert not np.array_equal(guided[:, :, 4:], done[:, :, 4:])
+    assert "reconstruction guidance 2" in capsys.readouterr().err
 
     np.save(tmp_path / "short.npy", x[:, :8])
     assert (

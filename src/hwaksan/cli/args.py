@@ -418,6 +418,35 @@ GUIDANCE_WEIGHT = float_in(0.0, 100.0)
 """The parser of a classifier-free guidance weight ``--guidance W``: finite, in [0, 100]."""
 
 
+def repaint_summary(args: argparse.Namespace) -> str:
+    """``RePaint with SAMPLER on N GRID steps, jump J, R resampling(s)[, reconstruction guidance W]``."""
+    text = (
+        f"RePaint with {args.sampler} on {args.steps} {args.grid} steps, jump {args.jump}, "
+        f"{args.resample} resampling(s)"
+    )
+    return text + (f", reconstruction guidance {args.reconstruction:g}" if args.reconstruction else "")
+
+
+def add_repaint_arguments(p: argparse.ArgumentParser, resample: int) -> None:
+    """``--jump``, ``--resample`` (default ``resample``) and ``--reconstruction`` of RePaint
+    (:func:`hwaksan.tasks.inpaint`)."""
+    p.add_argument("--jump", type=int_in(1, MAX_STEPS), default=10, help="RePaint jump length j (default 10)")
+    p.add_argument(
+        "--resample",
+        type=int_in(1, 1000),
+        default=resample,
+        help=f"RePaint resamplings n (1 = plain replacement; default {resample})",
+    )
+    p.add_argument(
+        "--reconstruction",
+        type=float_in(0.0, 1000.0),
+        default=0.0,
+        metavar="W",
+        help="reconstruction guidance weight w (Ho et al. 2022, eq. 7): pulls the filled region towards "
+        "agreement with the kept one at the cost of a backward pass per step (default 0: none)",
+    )
+
+
 def add_guidance_arguments(p: argparse.ArgumentParser) -> None:
     """Classifier-free guidance and classifier guidance options (``hwaksan sample``)."""
     g = p.add_argument_group(

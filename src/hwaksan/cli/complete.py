@@ -31,12 +31,12 @@ from ..tasks.edit import guided
 from ..tasks.sequence import TIME_AXIS, parse_keep, time_mask
 from .args import (
     GUIDANCE_WEIGHT,
-    MAX_STEPS,
     add_class_arguments,
     add_n_argument,
     add_overwrite_argument,
-    int_in,
+    add_repaint_arguments,
     png_path,
+    repaint_summary,
 )
 from .common import UserError, check_outputs, load_model, one_line, record_outputs, seed_generators
 from .images import add_editing_sampler_arguments, class_labels
@@ -79,13 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--out", required=True, type=png_path, help="output PNG; OUT.npy and media files beside it"
     )
     add_overwrite_argument(p)
-    p.add_argument("--jump", type=int_in(1, MAX_STEPS), default=10, help="RePaint jump length j (default 10)")
-    p.add_argument(
-        "--resample",
-        type=int_in(1, 1000),
-        default=5,
-        help="RePaint resamplings n (1 = plain replacement; default 5)",
-    )
+    add_repaint_arguments(p, 5)
     add_class_arguments(p, "class of a class-conditional model (default: unconditional)")
     p.add_argument(
         "--guidance",
@@ -132,8 +126,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
     length = model.output_shape[TIME_AXIS]
     print(
         f"hwaksan complete: kept {len(keep)} of {length} frames {keep} (max error there {known_err:.2g}); "
-        f"RePaint with {args.sampler} on {args.steps} {args.grid} steps, jump {args.jump}, "
-        f"{args.resample} resampling(s): {res.nfe} NFE",
+        f"{repaint_summary(args)}: {res.nfe} NFE",
         file=sys.stderr,
     )
     print("hwaksan complete: outputs:")
@@ -217,6 +210,7 @@ def complete_sequence(
         grid=args.grid,
         jump=args.jump,
         resample=args.resample,
+        reconstruction=args.reconstruction,
         cond=labels,
         generator=seed_generators(args.seed, args.n, model.device),
         **args.options,

@@ -20,7 +20,7 @@ from ..io.artifact import TrainedModel
 from ..samplers import SampleResult
 from ..samplers._common import Callback
 from ..tasks import inpaint
-from .args import MAX_STEPS, add_class_arguments, add_n_argument, int_in
+from .args import add_class_arguments, add_n_argument, add_repaint_arguments, repaint_summary
 from .common import load_model, print_outputs, seed_generators
 from .images import (
     MASK_HELP,
@@ -48,13 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_image_arguments(p, "PNG image of the model's output size and channels")
     p.add_argument("mask", help="PNG mask of the image's size: white = keep, black = fill")
-    p.add_argument("--jump", type=int_in(1, MAX_STEPS), default=10, help="jump length j (default 10)")
-    p.add_argument(
-        "--resample",
-        type=int_in(1, 1000),
-        default=10,
-        help="resamplings n (1 = plain replacement; default 10)",
-    )
+    add_repaint_arguments(p, 10)
     add_class_arguments(p, "class (default: unconditional)")
     add_n_argument(p, 4, "number of completions (default 4)")
     p.add_argument("--resize", action="store_true", help="resize IMAGE to the model's size")
@@ -72,9 +66,8 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     shown = x * mask + (1 - mask) * -0.4  # the unknown region in grey
     out, cmp = save_outputs(res.x, out, [x, shown, res.x])
     print(
-        f"hwaksan inpaint: RePaint with {args.sampler} on {args.steps} {args.grid} steps, jump {args.jump}, "
-        f"{args.resample} resampling(s): {res.nfe} NFE; {int(mask.sum())} of {mask.numel()} pixels kept "
-        f"(max error there {known_err:.2g})"
+        f"hwaksan inpaint: {repaint_summary(args)}: {res.nfe} NFE; "
+        f"{int(mask.sum())} of {mask.numel()} pixels kept (max error there {known_err:.2g})"
     )
     print_outputs(
         "inpaint", {"completed": out, "compare": f"{cmp} (image, masked image (grey = fill), results)"}
@@ -114,6 +107,7 @@ def inpaint_images(model: TrainedModel, args: argparse.Namespace, callback: Call
         grid=args.grid,
         jump=args.jump,
         resample=args.resample,
+        reconstruction=args.reconstruction,
         cond=class_labels(model, args.label, args.n),
         generator=seed_generators(args.seed, args.n, model.device),
         callback=callback,

@@ -19,6 +19,24 @@ conditioning (sec. 3.1, eq. 5) with the noise level of any process. The network 
 convolutional: it trains on windows and vocodes whole clips. The output convolution starts at
 zero, so the untrained network outputs exactly zero.
 
+**Envelope prior** (``envelope_prior=True``, an option): speech is silent between words, and a
+small vocoder that must cancel the input noise there by itself fills the pauses with hiss. PriorGrad
+(Lee et al. 2022, sec. 3) gives each sample position a prior standard deviation from the frame
+energy of its mel. Here the same data-dependent scale enters the EDM preconditioning (Karras et al.
+2022, eq. 7 and App. B.6, whose ``c_skip``, ``c_out``, ``c_in`` hold elementwise for a per-element
+data std): with ``s (B, 1, T)`` the mel's amplitude envelope (:func:`mel_envelope`, the frame RMS of
+the mel magnitudes times a gain fitted on the training clips, floored, linearly interpolated to the
+waveform rate), the network returns the denoised waveform
+
+    D = s^2 / (s^2 + sigma~^2) x~ + sigma~ s / sqrt(s^2 + sigma~^2) F(x~ / sqrt(s^2 + sigma~^2), ...)
+
+so where the mel is silent ``D`` stays within ``s`` of zero at every noise level, whatever ``F``
+does. The network then is an x0-predictor: train it with ``prediction = "x0"``. It reads
+``x~ = x / alpha`` and ``sigma~ = sigma / alpha`` back from the library's network input
+``c_in x = x~ / sqrt(sd^2 + sigma~^2)`` and noise level ``c_noise = ln(sigma~) / 4``
+(:func:`hwaksan.parameterizations.input_scale` and :func:`~hwaksan.parameterizations.noise_level`,
+with ``sd = sigma_data``), so it works with every process.
+
 Shapes: ``x (B, 1, T)``, ``noise_level (B,)``, ``cond`` with ``signal (B, n_mels, T / hop)`` and
 optionally ``labels (B,)`` -> ``(B, 1, T)``.
 
@@ -41,9 +59,32 @@ from torch import nn
 from .conditioning import NetworkCondition, labels_or_null
 from .embeddings import NoiseLevelEmbedding
 
-__all__ = ["WaveGrad"]
+__all__ = ["WaveGrad", "mel_envelope"]
 
 _SLOPE = 0.2  # leaky ReLU slope (WaveGrad figs. 3-5)
+
+
+def mel_envelope(
+    mel: torch.Tensor,
+    hop: int,
+    *,
+    gain: float = 1.0,
+    floor: float = 0.0,
+    centre: float = -4.0,
+    scale: float = 7.5,
+) -> torch.Tensor:
+    """The amplitude envelope ``s (B, 1, F * hop)`` of normalised log-mels ``mel (B, n_mels, F)``.
+
+    The log-mel magnitudes ``M = centre + scale * mel`` (the inverse of
+    :func:`hwaksan.data.audio_features.normalise_log_mel`, whose constants are the defaults) give
+    the frame envelope ``e_f = sqrt(mean_k exp(2 M_kf))``; ``s = max(gain * e, floor)`` is placed at
+    the frame centres ``f * hop + hop / 2`` and interpolated linearly between them (held constant
+    before the first and after the last centre).
+    """
+    log_mag = centre + scale * mel.float()
+    frame = (2 * log_mag).exp().mean(1, keepdim=True).sqrt()  # (B, 1, F)
+    env = F.interpolate(frame, scale_factor=hop, mode="linear", align_corners=False)
+    return (gain * env).clamp_min(floor)
 
 
 class _FiLM(nn.Module):
@@ -123,6 +164,12 @@ class WaveGrad(nn.Module):
         emb_dim: width of the noise-level embedding.
         num_classes: if given, a class embedding (``num_classes + 1`` rows, the last is the null class
             of classifier-free guidance) added to the noise-level embedding.
+        envelope_prior: precondition with the mel's amplitude envelope and return ``D`` (module
+            docstring; train with ``prediction = "x0"``).
+        sigma_data: the ``sigma_data`` of the denoiser's input scaling (read back by the envelope
+            prior).
+        envelope_gain, envelope_floor: ``gain`` and ``floor`` of :func:`mel_envelope` (the trainer's
+            audio extension fits the gain on the training clips).
 
     Shapes: ``x (B, 1, T)``, ``noise_level (B,)`` -> ``(B, 1, T)``.
     """
@@ -139,6 +186,10 @@ class WaveGrad(nn.Module):
         mel_channels: int = 128,
         emb_dim: int = 128,
         num_classes: int | None = None,
+        envelope_prior: bool = False,
+        sigma_data: float = 1.0,
+        envelope_gain: float = 1.0,
+        envelope_floor: float = 1e-4,
     ) -> None:
         super().__init__()
         factors, channels, down_channels = (
@@ -160,7 +211,16 @@ class WaveGrad(nn.Module):
             "mel_channels": mel_channels,
             "emb_dim": emb_dim,
             "num_classes": num_classes,
+            "envelope_prior": bool(envelope_prior),
+            "sigma_data": float(sigma_data),
+            "envelope_gain": float(envelope_gain),
+            "envelope_floor": float(envelope_floor),
         }
+        if envelope_prior and not (sigma_data > 0 and envelope_gain > 0 and envelope_floor > 0):
+            raise ValueError(
+                f"the envelope prior needs sigma_data, envelope_gain and envelope_floor > 0, got "
+                f"{sigma_data}, {envelope_gain}, {envelope_floor}"
+            )
         self.hop = math.prod(factors)
         self.num_classes = num_classes
         self.noise_embed = NoiseLevelEmbedding(emb_dim, freq_dim=64)
@@ -208,9 +268,30 @@ class WaveGrad(nn.Module):
                 f"cond['signal'] has shape {tuple(mel.shape)}, but a waveform of {t} samples needs "
                 f"(B, {self.config['n_mels']}, {t // self.hop}) with T a multiple of the hop {self.hop}"
             )
+        if self.config["envelope_prior"]:
+            return self._envelope_denoiser(x, noise_level, c.labels, mel)
+        return self._body(x, noise_level, c.labels, mel)
+
+    def _envelope_denoiser(
+        self, x: torch.Tensor, noise_level: torch.Tensor, labels: torch.Tensor | None, mel: torch.Tensor
+    ) -> torch.Tensor:
+        """``D`` of the envelope prior (module docstring) from ``x = c_in x~`` and ``c_noise``."""
+        cfg = self.config
+        sigma = (4 * noise_level.float()).exp()[:, None, None]  # sigma~ = exp(4 c_noise)
+        x_tilde = x.float() * (cfg["sigma_data"] ** 2 + sigma**2).sqrt()
+        s = mel_envelope(mel, self.hop, gain=cfg["envelope_gain"], floor=cfg["envelope_floor"])
+        total = (s**2 + sigma**2).sqrt()
+        f = self._body((x_tilde / total).to(x.dtype), noise_level, labels, mel).float()
+        return (s**2 / total**2 * x_tilde + sigma * s / total * f).to(x.dtype)
+
+    def _body(
+        self, x: torch.Tensor, noise_level: torch.Tensor, labels: torch.Tensor | None, mel: torch.Tensor
+    ) -> torch.Tensor:
+        """The UBlock / DBlock / FiLM network ``F`` (module docstring)."""
+        b = x.shape[0]
         emb = self.noise_embed(noise_level)
         if self.class_embed is not None:
-            emb = emb + self.class_embed(labels_or_null(c.labels, b, self.num_classes, x.device))
+            emb = emb + self.class_embed(labels_or_null(labels, b, self.num_classes, x.device))
         feats = [self.x_in(x)]
         for block in self.dblocks:
             feats.append(block(feats[-1]))

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from .._typing import Cond, Denoiser
+from ..guidance import ReconstructionGuidance
 from ..samplers import CountingDenoiser, SampleResult, custom_grid, get_sampler, make_grid
 from ..samplers._common import Callback
 from ..utils import GeneratorLike, as_time, randn_like
@@ -96,6 +97,7 @@ def inpaint(
     grid: str | torch.Tensor = "karras",
     jump: int = 10,
     resample: int = 1,
+    reconstruction: float = 0.0,
     cond: Cond = None,
     generator: GeneratorLike = None,
     callback: Callback = None,
@@ -113,6 +115,8 @@ def inpaint(
         grid: a grid name or an explicit tensor of times.
         jump: jump length ``j``.
         resample: number of resamplings ``n`` (1: plain replacement, no resampling).
+        reconstruction: weight ``w`` of reconstruction guidance on the unknown region
+            (:class:`hwaksan.guidance.ReconstructionGuidance`, Ho et al. 2022); 0: none.
         cond: condition passed to the denoiser.
         generator: all noise (prior, known-region noise, sampler, up moves).
         callback: called after every move with ``{"i", "t", "x", "up"}``.
@@ -126,6 +130,8 @@ def inpaint(
     opts = {**spec.defaults, **options}
     process = denoiser.process
     mask = check_mask(mask, x0)
+    if reconstruction:
+        denoiser = ReconstructionGuidance(denoiser, x0, mask, reconstruction)
     if isinstance(grid, str):
         ts = make_grid(process, steps, grid, **(grid_options or {}))
     else:

@@ -12,7 +12,10 @@ For a data set of modality ``"audio"`` (``speech-digits``) whose network reads a
   trains on ``(N_windows, 1, window)`` (Chen et al. 2021, sec. 5.1 train on segments of 7,200
   samples the same way);
 - **network_spec**: sets the network's ``n_mels`` and checks that its upsampling factors multiply
-  to the mel hop;
+  to the mel hop; for a network with ``envelope_prior`` (:mod:`hwaksan.models.wavegrad`) it sets
+  ``sigma_data`` to the denoiser's and fits ``envelope_gain``: the least-squares gain ``g`` of
+  ``rms_f ~ g e_f`` over all training frames, ``rms_f`` the waveform's RMS over frame ``f``'s hop
+  and ``e_f`` the mel's frame envelope (:func:`~hwaksan.models.wavegrad.mel_envelope`);
 - **batch_cond**: adds ``signal (b, n_mels, window / hop)``, the mel frames of the batch's windows;
 - **sample_cond**: conditions the training grids on the first window of validation clips (voices
   the model never trained on), so the grids show generalisation: sample ``i`` uses the first
@@ -32,10 +35,11 @@ import torch
 from ..data.audio import load_speech_digits
 from ..data.audio_features import MelSettings, log_mel, normalise_log_mel
 from ..data.dataset import ImageDataset
+from ..models.wavegrad import mel_envelope
 from .config import Config, ConfigError
 from .extension import Extension, RunContext, StepContext
 
-__all__ = ["AudioExtension", "cut_windows", "make_audio_extension"]
+__all__ = ["AudioExtension", "cut_windows", "envelope_gain", "make_audio_extension"]
 
 
 def cut_windows(
@@ -51,6 +55,14 @@ def cut_windows(
     ms = torch.stack([mels[:, :, s // hop : s // hop + frames] for s in starts], dim=1)  # (N, K, n_mels, F)
     clip_index = torch.arange(n)[:, None].expand(n, len(starts)).reshape(-1)
     return xs.reshape(-1, 1, window).contiguous(), ms.flatten(0, 1).contiguous(), clip_index
+
+
+def envelope_gain(clips: torch.Tensor, mels: torch.Tensor, hop: int) -> float:
+    """The least-squares gain ``g = sum rms_f e_f / sum e_f^2`` of the frame RMS of ``clips (N, 1,
+    T)`` on the frame envelope of their normalised log-mels ``mels (N, n_mels, T / hop)``."""
+    rms = clips.double().reshape(clips.shape[0], -1, hop).square().mean(-1).sqrt()  # (N, F)
+    env = mel_envelope(mels, 1)[:, 0].double()
+    return float((rms * env).sum() / env.square().sum())
 
 
 class AudioExtension(Extension):
@@ -88,6 +100,7 @@ class AudioExtension(Extension):
 
     def prepare_data(self, data: ImageDataset) -> ImageDataset:
         mels = normalise_log_mel(log_mel(data.images, self.mel))
+        self.gain = envelope_gain(data.images, mels, self.mel.hop)
         x, m, clip = cut_windows(data.images, mels, self.window, self.stride, self.mel.hop)
         self.mels = m
         return ImageDataset(
@@ -118,6 +131,15 @@ class AudioExtension(Extension):
                 f"model.args.factors = {list(factors)} upsample by {prod}, but the mel hop is "
                 f"{self.mel.hop}: make their product the hop"
             )
+        if spec.get("envelope_prior"):
+            diffusion = self.config.diffusion
+            if diffusion.prediction != "x0":
+                raise ConfigError(
+                    "model.args.envelope_prior makes the network return the denoised waveform: set "
+                    f"diffusion.prediction = 'x0' (got {diffusion.prediction!r})"
+                )
+            spec = {**spec, "sigma_data": diffusion.sigma_data}
+            spec.setdefault("envelope_gain", self.gain)
         return spec
 
     def batch_cond(self, cond: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
