@@ -28,7 +28,10 @@ EfficientNet-Lite0) on the centre 28x28 crop.
     python bench/time_to_quality.py --minutes 2,5,10,20,30 --n 2000
     python bench/time_to_quality.py --minutes 0.2,0.5 --n 200 --out runs/ttq-smoke   # smoke run
 
-Writes ``OUT/results.json``, ``OUT/table.md``, ``OUT/quality.png`` (FD vs minutes) and sample grids.
+Writes ``OUT/results.json``, ``OUT/table.md`` (FD per checkpoint; minutes to FD-classifier <= 2 and to
+diffusers' final FD-EffNet), ``OUT/quality.png`` (FD vs minutes), sample grids and the EMA weights
+of every checkpoint (``OUT/SIDE-Mmin.safetensors``). ``--report OUT/results.json`` rewrites the
+table and plot of a finished run.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -99,7 +103,9 @@ class Side:
         raise NotImplementedError
 
     @torch.no_grad()
-    def generate(self, state: dict[str, torch.Tensor], n: int, nfe: int, sampler: str) -> torch.Tensor:
+    def generate(
+        self, state: dict[str, torch.Tensor], n: int, nfe: int, sampler: str, batch: int = 250
+    ) -> tuple[torch.Tensor, int]:
         raise NotImplementedError
 
 
@@ -131,7 +137,7 @@ class HwaksanSide(Side):
         return {k: v.detach().clone() for k, v in self.ema.state(0).items()}
 
     @torch.no_grad()
-    def generate(self, state, n, nfe, sampler):
+    def generate(self, state, n, nfe, sampler, batch=250):
         net = build_model(self.net_name).to(memory_format=torch.channels_last)
         net.load_state_dict(state)
         net.eval()
@@ -139,9 +145,9 @@ class HwaksanSide(Side):
         steps = {"heun": (nfe + 1) // 2, "dpmpp_2m": nfe}[sampler]  # Heun: 2 steps - 1 evaluations
         gen = torch.Generator().manual_seed(1234)
         outs = []
-        for start in range(0, n, 250):
+        for start in range(0, n, batch):
             with self.autocast():
-                res = sample(model, (min(250, n - start), 1, 32, 32), sampler=sampler, steps=steps,
+                res = sample(model, (min(batch, n - start), 1, 32, 32), sampler=sampler, steps=steps,
                              grid="karras", generator=gen)  # fmt: skip
             outs.append(res.x.float())
         return torch.cat(outs), res.nfe
@@ -185,7 +191,7 @@ class DiffusersSide(Side):
         return {k: v.detach().clone() for k, v in copy.state_dict().items()}
 
     @torch.no_grad()
-    def generate(self, state, n, nfe, sampler):
+    def generate(self, state, n, nfe, sampler, batch=250):
         from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
         unet = DiffusersUNet().unet.to(memory_format=torch.channels_last)
@@ -194,10 +200,10 @@ class DiffusersSide(Side):
         kind = {"dpmpp_2m": DPMSolverMultistepScheduler, "unipc": UniPCMultistepScheduler}[sampler]
         gen = torch.Generator().manual_seed(1234)
         outs = []
-        for start in range(0, n, 250):
+        for start in range(0, n, batch):
             sched = kind.from_config(self.scheduler.config)
             sched.set_timesteps(nfe)  # multistep: one evaluation per step
-            x = torch.randn((min(250, n - start), 1, 32, 32), generator=gen) * sched.init_noise_sigma
+            x = torch.randn((min(batch, n - start), 1, 32, 32), generator=gen) * sched.init_noise_sigma
             for t in sched.timesteps:
                 with self.autocast():
                     eps = unet(sched.scale_model_input(x, t), t).sample
@@ -280,6 +286,107 @@ def best_rows(rows: list[dict]) -> list[dict]:
     return [best[k] for k in sorted(best)]
 
 
+def minutes_to_reach(best: list[dict], side: str, nfe: int, metric: str, target: float) -> float | None:
+    """Training minutes at which ``side`` first reaches ``metric <= target`` at ``nfe``: between the
+    last checkpoint above and the first at or below, interpolated linearly in ``log metric`` against
+    ``log minutes``; None when no checkpoint reaches it. At the first checkpoint: its minutes."""
+    pts = sorted((r["minutes"], r[metric]) for r in best if r["side"] == side and r["target_nfe"] == nfe)
+    for i, (m, v) in enumerate(pts):
+        if v <= target:
+            if i == 0:
+                return m
+            (m0, v0) = pts[i - 1]
+            f = (math.log(v0) - math.log(target)) / (math.log(v0) - math.log(v))
+            return math.exp(math.log(m0) + f * (math.log(m) - math.log(m0)))
+    return None
+
+
+def time_to_quality_lines(best: list[dict], fd_target: float = 2.0) -> list[str]:
+    """The table of minutes to FD-classifier <= ``fd_target`` and to the FD-EffNet diffusers ends at,
+    per NFE, with hwaksan's time as a fraction of diffusers'."""
+    lines = [
+        "| NFE | target | hwaksan minutes | diffusers minutes | hwaksan / diffusers |",
+        "|---|---|---|---|---|",
+    ]
+
+    def fmt(m: float | None, cap: float) -> str:
+        return f"{m:.1f}" if m is not None else f"> {cap:g}"
+
+    for nfe in NFES:
+        caps = {
+            s: max((r["minutes"] for r in best if r["side"] == s), default=0.0)
+            for s in ("hwaksan", "diffusers")
+        }
+        final = [
+            r
+            for r in best
+            if r["side"] == "diffusers" and r["target_nfe"] == nfe and r["minutes"] == caps["diffusers"]
+        ]
+        targets = [("fd_classifier", fd_target, f"FD-classifier <= {fd_target:g}")]
+        if final:
+            targets.append(("fd_effnet", final[0]["fd_effnet"], f"FD-EffNet <= {final[0]['fd_effnet']:.1f}"))
+        for metric, target, label in targets:
+            h = minutes_to_reach(best, "hwaksan", nfe, metric, target)
+            d = minutes_to_reach(best, "diffusers", nfe, metric, target)
+            ratio = (
+                f"{h / d:.2f}"
+                if h is not None and d is not None
+                else (
+                    f"< {h / caps['diffusers']:.2f}"
+                    if h is not None and d is None and caps["diffusers"]
+                    else "-"
+                )
+            )
+            lines.append(
+                f"| {nfe} | {label} | {fmt(h, caps['hwaksan'])} | {fmt(d, caps['diffusers'])} | {ratio} |"
+            )
+    return lines
+
+
+def sampling_speed(sides: list[Side], best: list[dict], fd_target: float = 2.0) -> list[str]:
+    """Images/s of each side at the smallest NFE where its last checkpoint reaches FD-classifier <=
+    ``fd_target`` (its better sampler there), for batches of 16 and 256 (best of 3 timed runs after a
+    warm-up; the weights are the side's last snapshot, or the live network's)."""
+    lines = [
+        "| side | NFE | sampler | FD-classifier | batch 16 img/s | batch 256 img/s |",
+        "|---|---|---|---|---|---|",
+    ]
+    speeds = {}
+    for side in sides:
+        last = max((r["minutes"] for r in best if r["side"] == side.name), default=None)
+        ok = sorted(
+            (
+                r
+                for r in best
+                if r["side"] == side.name and r["minutes"] == last and r["fd_classifier"] <= fd_target
+            ),
+            key=lambda r: r["nfe"],
+        )
+        if not ok:
+            lines.append(f"| {side.name} | - | - | > {fd_target:g} at every NFE | - | - |")
+            continue
+        r = ok[0]
+        state = side.snapshots.get(last) or {k: v.detach() for k, v in side.net.state_dict().items()}
+        row = []
+        for batch in (16, 256):
+            side.generate(state, batch, r["target_nfe"], r["sampler"], batch)  # warm-up
+            times = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                side.generate(state, batch, r["target_nfe"], r["sampler"], batch)
+                times.append(time.perf_counter() - t0)
+            row.append(batch / min(times))
+        speeds[side.name] = row
+        lines.append(
+            f"| {side.name} | {r['nfe']} | {r['sampler']} | {r['fd_classifier']:.2f} | "
+            f"{row[0]:.0f} | {row[1]:.0f} |"
+        )
+    if len(speeds) == 2:
+        h, d = speeds["hwaksan"], speeds["diffusers"]
+        lines.append(f"| hwaksan / diffusers | | | | {h[0] / d[0]:.2f}x | {h[1] / d[1]:.2f}x |")
+    return lines
+
+
 def cpu_name() -> str:
     """The CPU's model name (``/proc/cpuinfo``), else the platform's machine type."""
     with contextlib.suppress(OSError):
@@ -289,7 +396,7 @@ def cpu_name() -> str:
     return platform.machine()
 
 
-def write_report(sides: list[Side], rows: list[dict], out: Path, command: str) -> None:
+def write_report(sides: list, rows: list[dict], out: Path, command: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -310,6 +417,7 @@ def write_report(sides: list[Side], rows: list[dict], out: Path, command: str) -
             f"| {r['side']} | {r['minutes']:g} | ~{steps} | {r['nfe']} | {r['sampler']} | "
             f"{r['fd_classifier']:.2f} | {r['fd_effnet']:.2f} | {r['sample_images_per_s']:.0f} |"
         )
+    lines += ["", *time_to_quality_lines(best)]
     (out / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -348,7 +456,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fp32", action="store_true", help="no bf16 autocast on either side")
     ap.add_argument("--sides", default="hwaksan,diffusers", help="which sides to run")
     ap.add_argument("--out", default="runs/time-to-quality", help="output folder")
+    ap.add_argument(
+        "--report", metavar="RESULTS.json", help="only rewrite the table and plot of a finished run"
+    )
+    ap.add_argument(
+        "--sampling-speed",
+        metavar="RESULTS.json",
+        help="only time sampling at the NFE where each side of a finished run reaches FD-classifier <= 2",
+    )
     args = ap.parse_args(argv)
+    if args.report:
+        done = json.loads(Path(args.report).read_text())
+        sides = [
+            SimpleNamespace(name=k, step=v["steps"], seconds=v["seconds"]) for k, v in done["sides"].items()
+        ]
+        write_report(sides, done["rows"], Path(args.report).parent, done["command"])
+        return 0
     torch.set_num_threads(args.threads)
     command = "python bench/time_to_quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
     minutes = sorted(float(m) for m in args.minutes.split(","))
@@ -363,10 +486,37 @@ def main(argv: list[str] | None = None) -> int:
         sides.append(HwaksanSide(args.hwaksan_net, args.hwaksan_lr, args.warmup, autocast))
     if "diffusers" in names:
         sides.append(DiffusersSide(args.diffusers_lr, args.warmup, autocast))
+    if args.sampling_speed:
+        done = json.loads(Path(args.sampling_speed).read_text())
+        folder = Path(args.sampling_speed).parent
+        from safetensors.torch import load_file
+
+        for side in sides:  # the last checkpoint's weights where the run saved them
+            last = max(float(r["minutes"]) for r in done["rows"] if r["side"] == side.name)
+            path = folder / f"{side.name}-{last:g}min.safetensors"
+            if path.exists():
+                side.snapshots[last] = load_file(str(path))
+        lines = sampling_speed(sides, best_rows(done["rows"]))
+        lines = [
+            f"Command: `{command}`",
+            f"Machine: {cpu_name()}, {torch.get_num_threads()} threads",
+            "",
+            *lines,
+        ]
+        (folder / "sampling.md").write_text("\n".join(lines) + "\n")
+        print("\n".join(lines))
+        return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"{command}\nbf16 autocast: {bf16}; sides: {[s.name for s in sides]}", flush=True)
     train(sides, minutes, args.chunk, args.batch, args.threads)
+    from safetensors.torch import save_file
+
+    for side in sides:  # the EMA weights of every checkpoint, for later sampling measurements
+        for m, state in side.snapshots.items():
+            save_file(
+                {k: v.contiguous() for k, v in state.items()}, str(out / f"{side.name}-{m:g}min.safetensors")
+            )
     rows = evaluate(sides, args.n, args.n_real, out)
     summary = {s.name: {"steps": s.step, "seconds": s.seconds, "wall": s.wall} for s in sides}
     (out / "results.json").write_text(
