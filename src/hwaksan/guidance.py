@@ -365,6 +365,20 @@ class ClassifierFreeGuidance:
 # classifier guidance
 
 
+def _check_cap(max_sigma_tilde: float) -> None:
+    if not max_sigma_tilde > 0:
+        raise ValueError(f"max_sigma_tilde must be > 0, got {max_sigma_tilde}")
+
+
+def _capped_time(process: Any, t: torch.Tensor, max_sigma_tilde: float) -> torch.Tensor:
+    """``t`` with every time whose noise level ``sigma~`` exceeds ``max_sigma_tilde`` replaced by the
+    time of ``max_sigma_tilde`` (the cap of the gradient guidance wrappers)."""
+    capped = process.sigma_tilde(t) > max_sigma_tilde
+    if bool(capped.any()):
+        t = torch.where(capped, process.t_from_sigma_tilde(torch.full_like(t, max_sigma_tilde)), t)
+    return t
+
+
 class ClassifierGuidance:
     """Classifier guidance as a denoiser (Dhariwal & Nichol 2021, sec. 4 and Alg. 2).
 
@@ -409,8 +423,7 @@ class ClassifierGuidance:
         condition_model: bool = False,
         max_sigma_tilde: float = 80.0,
     ) -> None:
-        if not max_sigma_tilde > 0:
-            raise ValueError(f"max_sigma_tilde must be > 0, got {max_sigma_tilde}")
+        _check_cap(max_sigma_tilde)
         self.denoiser = denoiser
         self.process = denoiser.process
         self.log_prob = log_prob
@@ -431,10 +444,7 @@ class ClassifierGuidance:
     def correction(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``sigma^2 / alpha * grad_x log p(y | x_t)`` (``(B, *shape)``), capped in noise level."""
         p = self.process
-        st = p.sigma_tilde(t)
-        capped = st > self.max_sigma_tilde
-        if bool(capped.any()):
-            t = torch.where(capped, p.t_from_sigma_tilde(torch.full_like(t, self.max_sigma_tilde)), t)
+        t = _capped_time(p, t, self.max_sigma_tilde)
         a, s = p.alpha(t), p.sigma(t)
         coef = s**2 / a
         grad = self.grad_log_prob(x, t, y)
@@ -483,8 +493,7 @@ class ReconstructionGuidance:
         *,
         max_sigma_tilde: float = 80.0,
     ) -> None:
-        if not max_sigma_tilde > 0:
-            raise ValueError(f"max_sigma_tilde must be > 0, got {max_sigma_tilde}")
+        _check_cap(max_sigma_tilde)
         self.denoiser = denoiser
         self.process = denoiser.process
         self.reference = reference
@@ -501,9 +510,6 @@ class ReconstructionGuidance:
             x0 = self.denoiser(xg, t, cond)
             err = (self.mask * (self.reference - x0)).square().sum()
             (grad,) = torch.autograd.grad(err, xg)
-        p = self.process
-        capped = p.sigma_tilde(t) > self.max_sigma_tilde
-        if bool(capped.any()):
-            t = torch.where(capped, p.t_from_sigma_tilde(torch.full_like(t, self.max_sigma_tilde)), t)
-        coef = append_dims(self.scale * p.alpha(t) / 2, x.ndim).to(x.dtype)
+        t = _capped_time(self.process, t, self.max_sigma_tilde)
+        coef = append_dims(self.scale * self.process.alpha(t) / 2, x.ndim).to(x.dtype)
         return (x0 - (1 - self.mask) * coef * grad).detach()
