@@ -66,6 +66,14 @@ def test_training_is_deterministic_and_round_trips(tmp_path):
     torch.testing.assert_close(net(x), r1.net.eval()(x))
 
 
+def test_training_works_under_no_grad():
+    # feature extraction runs under no_grad and trains the data-set classifier on a cache miss
+    data = load_dataset("digits", "train")
+    with torch.no_grad():
+        r = train_classifier(data, net_args=SMALL, steps=2, batch_size=8, progress=False)
+    assert r.losses and all(torch.isfinite(torch.tensor(r.losses)))
+
+
 def test_load_rejects_other_checkpoints(tmp_path):
     save_tensors(tmp_path / "other", {"a": torch.zeros(1)}, {"kind": "hwaksan-train"})
     with pytest.raises(CheckpointError, match="not a classifier"):

@@ -41,6 +41,7 @@ class MotionClassifier(nn.Module):
         return self.head(torch.cat([h.mean(-1), h.amax(-1)], dim=1))
 
 
+@torch.enable_grad()  # an evaluation under no_grad may train it
 def train_motion_classifier(
     x: torch.Tensor,
     labels: torch.Tensor,

@@ -127,6 +127,7 @@ def _shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tenso
     return padded.permute(0, 2, 3, 1)[idx, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
+@torch.enable_grad()  # callers that extract features (under no_grad) may train one on first use
 def train_classifier(
     data: ImageDataset,
     *,
