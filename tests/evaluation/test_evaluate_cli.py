@@ -132,6 +132,23 @@ def test_shards_do_not_change_the_images(checkpoint, tmp_path):
     assert a.labels.tolist() == [0, 1, 2, 3, 4, 5, 6] and a.images.shape == (7, 1, 8, 8)
 
 
+def test_guided_samples_are_the_cfg_combination(checkpoint, tmp_path):
+    # one Euler step to sigma = 0 returns the denoiser's output at sigma_max, so with the same noise
+    # the guided sample is uncond + w (cond - uncond) (Ho & Salimans 2022, eq. 6) exactly
+    model = load_trained(checkpoint)
+    kw = {"shard_size": 4, "batch_size": 4, "progress": False}
+    cond = generate_samples(model, SampleSpec("euler", 1), 4, tmp_path / "c", **kw)
+    uncond = generate_samples(model, SampleSpec("euler", 1, uncond=True), 4, tmp_path / "u", **kw)
+    spec = SampleSpec("euler", 1, guidance=3.0)
+    guided = generate_samples(model, spec, 4, tmp_path / "g", **kw)
+    expected = uncond.images + 3.0 * (cond.images - uncond.images)
+    torch.testing.assert_close(guided.images, expected, rtol=0, atol=1e-4)
+    assert "guidance" not in SampleSpec().to_json()  # the record of unguided shards is unchanged
+    assert spec.folder_name() != SampleSpec("euler", 1).folder_name()
+    with pytest.raises(ValueError, match="guidance needs class-conditional samples"):
+        generate_samples(model, SampleSpec("euler", 1, uncond=True, guidance=2.0), 1, tmp_path / "x", **kw)
+
+
 def test_unknown_metrics_fail_before_any_work(checkpoint, tmp_path, capsys):
     assert main(["evaluate", str(checkpoint), "--metrics", "fid", "--out", str(tmp_path / "x")]) == 1
     assert "unknown metric" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -69,3 +70,19 @@ def test_preview_cells(tmp_path) -> None:
     assert Image.open(tmp_path / "p.png").size == (3 * 112, 2 * 112)
     with pytest.raises(ValueError, match=r"\(n, 2 J, T\)"):
         motion_preview(torch.zeros(2, 5, 4), tmp_path / "q.png", {}, None)
+
+
+def test_evaluate_measures_motions_beside_the_real_floor(run, tmp_path, capsys) -> None:
+    out = tmp_path / "eval"
+    argv = ["evaluate", str(run), "--n", "16", "--steps", "2", "--sampler", "ddim", "--out", str(out)]
+    assert main([*argv, "--guidance", "1.5", "--no-progress"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["model_kind"] == "motion" and report["sampler"]["guidance"] == 1.5
+    m = report["metrics"]["motion"]
+    assert set(m["generated"]) == {"fd", "diversity", "jumps_over_real_p99", "accuracy", "multimodality"}
+    # the threshold is the val motions' own 99th percentile (linearly interpolated): at most 1 % of
+    # their N = n_real x 15 jumps exceed it, plus one for the rounding of 0.99 (N - 1)
+    assert m["real"]["jumps_over_real_p99"] <= 0.01 + 1 / (m["n_real"] * 15)
+    assert 0.0 <= m["generated"]["accuracy"]["value"] <= 1.0 and m["generated"]["fd"]["value"] >= 0.0
+    assert (out / "report.html").is_file() and (out / "samples.png").is_file()
+    assert "motion: accuracy" in capsys.readouterr().out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -91,3 +92,35 @@ def test_bad_data_args_stop_training_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc != 0
     assert err.splitlines() == ["hwaksan train: error: data.args.frames must be 8 to 16, got 4"]
+
+
+def test_evaluate_measures_clips_beside_the_real_floor(run, tmp_path, capsys, monkeypatch):
+    import hwaksan.evaluation.sequence_eval as sequence_eval
+
+    def pixel_readout(crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # a stand-in for the MNIST classifier (trained on first use): pooled pixels as features
+        feats = torch.nn.functional.avg_pool2d(crops, 4).flatten(1)
+        return feats[:, 17:27], feats
+
+    monkeypatch.setattr(sequence_eval, "mnist_readout", lambda **kwargs: pixel_readout)
+    out = tmp_path / "eval"
+    argv = ["evaluate", str(run), "--n", "6", "--steps", "2", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["model_kind"] == "video" and report["checkpoint"]["data_shape"] == [1, 4, 16, 16]
+    m = report["metrics"]["video"]
+    assert m["n_fake"] == 6 and m["n_real"] >= 6
+    # a real clip translates one digit by whole pixels: every frame's crop is the same digit
+    assert m["real"]["frame_agreement"] == 1.0
+    for key in ("frame_agreement", "first_frame_accuracy", "displacement_ratio", "fd_frames"):
+        assert key in m["generated"] and key in m["real"]
+    assert 0.0 <= m["generated"]["frame_agreement"]["value"] <= 1.0
+    assert (out / "report.html").is_file() and (out / "samples.png").is_file()
+    assert "video: frame_agreement" in capsys.readouterr().out
+
+
+def test_evaluate_refuses_image_metrics_on_clips_in_one_line(run, tmp_path, capsys):
+    rc = main(["evaluate", str(run), "--metrics", "fd", "--out", str(tmp_path / "e")])
+    err = capsys.readouterr().err.strip()
+    assert rc != 0
+    assert len(err.splitlines()) == 1 and "fd cannot be measured on a video model; choose from video" in err

@@ -31,6 +31,7 @@ from .args import (
     add_overwrite_argument,
     add_sampler_arguments,
     csv_of,
+    float_in,
     int_in,
     pick_device,
 )
@@ -43,16 +44,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add ``hwaksan evaluate``."""
     p = sub.add_parser(
         "evaluate",
-        help="measure a trained image model: Frechet distances, precision/recall, accuracy, memorisation, "
-        "likelihood; writes report.json and report.html",
+        help="measure a trained model (images, 2-D, clips, motion): Frechet distances, precision/recall, "
+        "accuracy, memorisation, likelihood; writes report.json and report.html",
         description="Draw samples from a checkpoint of hwaksan train (resumable shards), compare them with "
         "held-out real images in two feature spaces (FD-EffNet: EfficientNet-Lite0 ImageNet features; "
         "FD-<dataset>: a classifier hwaksan trains on the data set; neither is FID), and write "
-        "OUT/report.json and a one-page OUT/report.html.",
+        "OUT/report.json and a one-page OUT/report.html. Clip and motion models are measured by their "
+        "modality's measures instead (--metrics video / motion), each beside its real-data floor.",
     )
     p.add_argument(
         "checkpoint",
-        help="a checkpoint of hwaksan train, image or 2-D (PATH or a run folder: its newest checkpoint)",
+        help="a checkpoint of hwaksan train: image, 2-D, clip or motion (PATH or a run folder: its newest "
+        "checkpoint)",
     )
     p.add_argument(
         "--metrics",
@@ -60,12 +63,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="LIST",
         help=f"comma-separated metrics from {','.join(METRICS)} (default: fd,precision,recall,accuracy,nn "
-        "for images, sw,mmd,loglik for 2-D models). "
+        "for images, sw,mmd,loglik for 2-D models, video for clip models, motion for motion models). "
         "fd/precision/recall: in each --features space against the reference split; accuracy: the data-set "
         "classifier's accuracy on class-conditional samples (label i %% K) and the class entropies; nn: "
         "nearest-training-image distances and a picture of the closest pairs; nll: PF-ODE bits/dim and "
         "vlb: the DDPM bound, both on --likelihood-n real images; sw, mmd, loglik: sliced Wasserstein, MMD^2 "
-        "and mean log-likelihood of 2-D samples against fresh data (with the two-true-sets floor)",
+        "and mean log-likelihood of 2-D samples against fresh data (with the two-true-sets floor); video: "
+        "identity across frames, frame accuracy, motion and per-frame FD of clips against val clips (floor: "
+        "test clips); motion: held-out action-classifier accuracy, motion FD, diversity, multimodality and "
+        "jumps above the real 99th percentile against val motions (floor: val vs train)",
     )
     p.add_argument(
         "--n", type=int_in(1, MAX_COUNT), default=2000, help="generated images per seed run (default: 2000)"
@@ -113,6 +119,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--label", type=int_in(0), default=None, help="one class for every image (default: i %% K)"
     )
     p.add_argument("--uncond", action="store_true", help="sample a class-conditional model without labels")
+    p.add_argument(
+        "--guidance",
+        type=float_in(0.0, 100.0),
+        default=1.0,
+        metavar="W",
+        help="classifier-free guidance weight of class-conditional samples, uncond + W (cond - uncond) "
+        "(default: 1, none)",
+    )
     p.add_argument(
         "--likelihood-n",
         type=int_in(1, MAX_COUNT),
@@ -186,7 +200,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     except MetricUnavailable as err:
         raise UserError(str(err)) from None
     grid = args.grid if isinstance(args.grid, str) else tuple(float(t) for t in args.grid)
-    spec = SampleSpec(args.sampler, args.steps, grid, args.seed, dict(args.options), args.label, args.uncond)
+    spec = SampleSpec(
+        args.sampler, args.steps, grid, args.seed, dict(args.options), args.label, args.uncond, args.guidance
+    )
     cfg = EvalConfig(
         metrics=tuple(args.metrics) if args.metrics else None,
         n=args.n,

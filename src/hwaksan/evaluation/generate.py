@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from ..io.artifact import TrainedModel
 from ..io.checkpoint import CheckpointError, load_tensors, read_metadata, save_tensors
+from ..tasks.edit import guided
 
 __all__ = ["SampleSpec", "SamplesExistError", "generate_samples", "GeneratedSamples", "shard_record"]
 
@@ -47,6 +48,7 @@ class SampleSpec:
     options: dict[str, Any] = field(default_factory=dict)
     label: int | None = None
     uncond: bool = False
+    guidance: float = 1.0  # classifier-free guidance weight w (1: none)
 
     def describe(self) -> str:
         grid = self.grid if isinstance(self.grid, str) else "custom"
@@ -54,12 +56,15 @@ class SampleSpec:
 
     def folder_name(self) -> str:
         grid = self.grid if isinstance(self.grid, str) else "custom"
-        extra = "" if not (self.options or self.label is not None or self.uncond) else "-" + _short(self)
+        plain = not (self.options or self.label is not None or self.uncond or self.guidance != 1.0)
+        extra = "" if plain else "-" + _short(self)
         return f"{self.sampler}-{self.steps}-{grid}-s{self.seed}{extra}"
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["grid"] = self.grid if isinstance(self.grid, str) else list(self.grid)
+        if self.guidance == 1.0:  # unguided: the record of shards made before guidance existed
+            del d["guidance"]
         return d
 
 
@@ -133,7 +138,10 @@ def generate_samples(
 
     Raises:
         SamplesExistError: shards exist and ``resume`` is off, or they were made with other settings.
+        ValueError: guidance (``spec.guidance != 1``) without class-conditional samples.
     """
+    if spec.guidance != 1.0 and (not model.num_classes or spec.uncond):
+        raise ValueError("guidance needs class-conditional samples: drop --guidance, or --uncond")
     folder = Path(folder)
     output_shape = model.output_shape
     record = shard_record(model, spec, checkpoint)
@@ -159,6 +167,7 @@ def generate_samples(
     bar = tqdm(total=n, desc=f"sampling ({spec.describe()})", disable=not progress, file=sys.stderr,
                dynamic_ncols=True)  # fmt: skip
     model.to(device)
+    denoiser = guided(model.denoiser, spec.guidance)
     grid = spec.grid if isinstance(spec.grid, str) else torch.tensor(spec.grid, dtype=torch.float64)
     for start in range(0, n, shard_size):
         count = min(shard_size, n - start)
@@ -179,7 +188,7 @@ def generate_samples(
             gens = [torch.Generator(device=device).manual_seed(spec.seed + i) for i in range(b, b + m_b)]
             cond = None if shard_y is None else shard_y[b - start : b - start + m_b].to(device)
             res = model.sample(m_b, sampler=spec.sampler, steps=spec.steps, grid=grid, cond=cond,
-                               generator=gens, device=device, **spec.options)  # fmt: skip
+                               generator=gens, device=device, denoiser=denoiser, **spec.options)  # fmt: skip
             shard_x.append(res.x.float().cpu())
             shard_nfe = res.nfe
             bar.update(m_b)

@@ -26,6 +26,7 @@ import torch
 
 from ..data.images import dataset_info
 from ..io.artifact import TrainedModel, load_trained
+from ..io.media import save_preview
 from .classifier import class_entropy, classifier_logits, dataset_classifier
 from .features import cached_image_features, load_split, real_statistics, subset_indices
 from .frechet import SmallSampleWarning, frechet_distance, min_samples_fd
@@ -34,6 +35,7 @@ from .likelihood import image_nll
 from .lowdim_eval import LOWDIM_METRICS, lowdim_metrics, lowdim_samples, spread, toy_dataset_of
 from .manifold import MIN_SAMPLES_PR, knn_radii, manifold_coverage
 from .neighbours import nearest_neighbours, neighbour_summary, save_neighbour_grid
+from .sequence_eval import SEQUENCE_METRICS, sequence_metrics
 from .vlb import vlb_bits_per_dim
 
 __all__ = [
@@ -48,10 +50,17 @@ __all__ = [
 IMAGE_METRICS = ("fd", "precision", "recall", "accuracy", "nn", "nll", "vlb")
 """Image metrics: Frechet distance, precision, recall (in each feature space), class accuracy and
 entropy, nearest-training-neighbour distances, PF-ODE NLL and the DDPM bound L_vlb."""
-METRICS = IMAGE_METRICS + LOWDIM_METRICS
-"""Every name ``--metrics`` accepts; the last three are for 2-D models (sliced Wasserstein, MMD^2,
-mean log-likelihood under the true density)."""
-DEFAULT_METRICS = {"image": ("fd", "precision", "recall", "accuracy", "nn"), "2d": LOWDIM_METRICS}
+METRICS = IMAGE_METRICS + LOWDIM_METRICS + SEQUENCE_METRICS
+"""Every name ``--metrics`` accepts: the image metrics, the 2-D models' (sliced Wasserstein,
+MMD^2, mean log-likelihood under the true density) and one group per sequence modality."""
+KIND_METRICS = {"image": IMAGE_METRICS, "2d": LOWDIM_METRICS, "video": ("video",), "motion": ("motion",)}
+"""The metrics that apply to each kind of model."""
+DEFAULT_METRICS = {
+    "image": ("fd", "precision", "recall", "accuracy", "nn"),
+    "2d": LOWDIM_METRICS,
+    "video": ("video",),
+    "motion": ("motion",),
+}
 
 _FEATURE_METRICS = ("fd", "precision", "recall")
 _LIKELIHOODS = ("nll", "vlb")
@@ -106,20 +115,27 @@ def check_metrics(metrics: Sequence[str]) -> None:
 
 
 def _model_kind(model: TrainedModel) -> str:
-    """``"2d"`` for a model of points, ``"image"`` for one of images (pixel or latent)."""
+    """``"2d"`` for a model of points, ``"image"`` for one of images (pixel or latent), ``"video"``
+    or ``"motion"`` for a clip or motion model."""
     if model.is_lowdim:
         return "2d"
     if model.is_image:
         return "image"
-    raise ValueError(f"evaluate measures image and 2-D models; this is a {model.describe()} model")
+    if model.modality in SEQUENCE_METRICS:
+        return model.modality
+    raise ValueError(
+        f"evaluate measures image, 2-D, clip and motion models; this is a {model.describe()} model "
+        "(audio: bench/audio_quality.py)"
+    )
 
 
 def _check_kind(model: TrainedModel, kind: str, metrics: Sequence[str]) -> None:
-    wrong = [m for m in metrics if (m in LOWDIM_METRICS) != (kind == "2d")]
+    wrong = [m for m in metrics if m not in KIND_METRICS[kind]]
     if wrong:
+        name = {"2d": "2-D"}.get(kind, kind)
+        allowed = ", ".join(KIND_METRICS[kind])
         raise MetricUnavailable(
-            f"{', '.join(wrong)} cannot be measured on a {'2-D' if kind == '2d' else 'image'} model; "
-            f"choose from {', '.join(IMAGE_METRICS if kind == 'image' else LOWDIM_METRICS)}"
+            f"{', '.join(wrong)} cannot be measured on a {name} model; choose from {allowed}"
         )
     latent = [m for m in metrics if m in _LIKELIHOODS and model.is_latent]
     if latent:
@@ -307,6 +323,8 @@ def evaluate_model(
     _check_kind(model, kind, metrics)
     if kind == "2d":
         return _evaluate_lowdim(model, cfg, metrics, t0)
+    if kind in SEQUENCE_METRICS:
+        return _evaluate_sequence(model, out, cfg, metrics, resume, t0)
     model.to(cfg.device)
     dataset = _dataset_of(model, cfg.dataset)
     ref_split = _reference_split(dataset, cfg.reference_split)
@@ -319,11 +337,7 @@ def evaluate_model(
         warn_list.append("accuracy: the samples are unconditional, so only the class entropies are reported")
 
     def draw(spec: SampleSpec, n: int):
-        return generate_samples(
-            model, spec, n, out / "samples" / spec.folder_name(), checkpoint=ident,
-            shard_size=cfg.shard_size, batch_size=cfg.batch_size, resume=resume, device=cfg.device,
-            progress=cfg.progress,
-        )  # fmt: skip
+        return _draw(model, spec, n, out, cfg, ident, resume)
 
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -404,6 +418,87 @@ def evaluate_model(
         "seconds": timings,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "_images": images[: min(100, cfg.n)],  # for the report's grid; dropped from the JSON
+    }
+
+
+def _draw(
+    model: TrainedModel, spec: SampleSpec, n: int, out: Path, cfg: EvalConfig, ident: dict, resume: bool
+):
+    """``n`` samples of ``spec`` into the shards of ``out/samples/<spec>``."""
+    return generate_samples(
+        model, spec, n, out / "samples" / spec.folder_name(), checkpoint=ident,
+        shard_size=cfg.shard_size, batch_size=cfg.batch_size, resume=resume, device=cfg.device,
+        progress=cfg.progress,
+    )  # fmt: skip
+
+
+def _evaluate_sequence(
+    model: TrainedModel, out: Path, cfg: EvalConfig, metrics: list[str], resume: bool, t0: float
+) -> dict[str, Any]:
+    """The clip / motion branch of :func:`evaluate_model` (:mod:`hwaksan.evaluation.sequence_eval`):
+    the same shards and report layout as images, the modality's measures instead of features."""
+    if cfg.sweep_samplers:
+        raise MetricUnavailable("the NFE sweep measures image and 2-D models: drop --nfe-sweep")
+    log = _Log(cfg.progress)
+    model.to(cfg.device)
+    ident = _identity(model)
+    log(f"{model.path} (step {model.step}): {model.describe()}")
+    start = time.perf_counter()
+    gen = _draw(model, cfg.spec, cfg.n * cfg.seeds, out, cfg, ident, resume)
+    timings = {"sampling": time.perf_counter() - start}
+    if not torch.isfinite(gen.images).all():
+        raise MetricUnavailable(f"the sampler produced non-finite values (see {gen.folder}): check the model")
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:  # stated in the report instead
+        warnings.simplefilter("always", SmallSampleWarning)
+        result = {
+            m: sequence_metrics(
+                model,
+                gen.images,
+                gen.labels,
+                m,
+                cfg.n,
+                cfg.seeds,
+                cache_dir=cfg.cache_dir,
+                progress=cfg.progress,
+            )
+            for m in metrics
+        }
+    timings["metrics"] = time.perf_counter() - start
+    out.mkdir(parents=True, exist_ok=True)
+    k = model.num_classes
+    save_preview(gen.images[: min(20, cfg.n)], out / "samples.png", model.modality, model.modality_params,
+                 min(k, 10) if k and gen.labels is not None else None)  # fmt: skip
+    warn_list = sorted({str(w.message) for w in caught if issubclass(w.category, SmallSampleWarning)})
+    if gen.labels is None:
+        warn_list.append("the samples are unconditional: no class accuracy")
+    timings["total"] = time.perf_counter() - t0
+    return {
+        "kind": "hwaksan-evaluation",
+        "model_kind": model.modality,
+        "checkpoint": {
+            **ident,
+            "dataset": model.dataset,
+            "image_shape": None,
+            "data_shape": list(model.output_shape),
+            "num_classes": k,
+        },  # fmt: skip
+        "sampler": {**cfg.spec.to_json(), "nfe": gen.nfe},
+        "n": cfg.n,
+        "seeds": cfg.seeds,
+        "reference": {
+            "dataset": model.dataset,
+            "split": next(iter(result.values()))["reference"],
+            "train_split": None,
+        },  # fmt: skip
+        "metrics_requested": metrics,
+        "metrics": result,
+        "sweep": [],
+        "warnings": warn_list,
+        "samples": {"folder": str(gen.folder), "n": len(gen.images), "reused": gen.reused},
+        "files": {"samples": "samples.png"},
+        "seconds": timings,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
 

@@ -92,6 +92,12 @@ def metric_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
             if floor:
                 note += f"; two true sample sets: {_fmt(floor)}"
             rows.append((_LOWDIM_LABELS[key], _fmt(entry["metric"]), note))
+        elif isinstance(entry, dict) and "generated" in entry:  # a sequence modality's group
+            counts = f"{entry['n_fake']} generated vs {entry['n_real']} real{spread}"
+            for measure, value in entry["generated"].items():
+                real = entry["real"].get(measure)
+                note = f"real: {real:.4g}; {counts}" if real is not None else counts
+                rows.append((f"{key}: {measure}", _fmt(value), note))
         elif key in ("nll", "vlb"):
             label = "PF-ODE NLL (bits/dim)" if key == "nll" else "L_vlb (bits/dim)"
             rows.append(
@@ -182,11 +188,15 @@ def _html(report: dict[str, Any], out: Path) -> str:
     ck, sp = report["checkpoint"], report["sampler"]
     classes = f", {ck['num_classes']} classes" if ck.get("num_classes") else ""
     shape = f"images {ck['image_shape']}" if ck.get("image_shape") else "2-D points"
+    if ck.get("data_shape"):
+        shape = f"{report['model_kind']} samples {ck['data_shape']}"
     if ck.get("latent_shape"):
         shape += f" decoded from latents {ck['latent_shape']}"
     reference = (
         f"{report['reference']['split']} split" if ck.get("image_shape") else "fresh samples of the data"
     )
+    if ck.get("data_shape"):
+        reference = report["reference"]["split"]
     step = f"step {ck['step']}," if ck.get("step") is not None else ""
     footnote = (
         '<p style="font-size:0.8em">FD-EffNet uses EfficientNet-Lite0 ImageNet features at 128x128 and '
@@ -195,6 +205,7 @@ def _html(report: dict[str, Any], out: Path) -> str:
         if ck.get("image_shape")
         else ""
     )
+    guidance = f", classifier-free guidance w = {sp['guidance']:g}" if sp.get("guidance", 1.0) != 1.0 else ""
     rows = "\n".join(
         f"<tr><td>{a}</td><td class=num>{b}</td><td>{c}</td></tr>" for a, b, c in metric_rows(report)
     )
@@ -247,7 +258,7 @@ figcaption {{ font-size: 0.8em; color: #555; max-width: 520px; }}
 <p><b>checkpoint</b> {html.escape(str(ck["path"]))} ({step}
 data set {html.escape(ck["dataset"])}, {shape}{classes})<br>
 <b>sampler</b> {html.escape(sp["sampler"])}, {sp["steps"]} steps, grid {html.escape(str(sp["grid"]))},
-{sp["nfe"]} NFE per image, seeds {sp["seed"]}..{sp["seed"] + report["n"] * report["seeds"] - 1}<br>
+{sp["nfe"]} NFE per image{guidance}, seeds {sp["seed"]}..{sp["seed"] + report["n"] * report["seeds"] - 1}<br>
 <b>samples</b> n = {report["n"]} per run x {report["seeds"]} run(s);
 reference: {html.escape(reference)}; created {report["created"]}</p>
 <table><tr><th>metric</th><th>value</th><th>sample counts and notes</th></tr>
