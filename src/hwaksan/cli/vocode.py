@@ -1,14 +1,21 @@
-"""``hwaksan vocode``: a real WAV through its log-mel and back to sound with a diffusion vocoder.
+"""``hwaksan vocode``: log-mels back to sound with a diffusion vocoder, from a WAV or from a mel model.
 
 ::
 
     hwaksan vocode runs/speech-digits --input clip.wav --out vocoded.wav --steps 6
     hwaksan vocode runs/speech-digits --input clip.wav --out v.wav --sampler ddpm \\
         --betas 1e-5,1e-4,1e-3,1e-2,1e-1,0.5
+    hwaksan vocode runs/speech-digits --mel-model runs/speech-digits-mel --class 7 --guidance 2 \\
+        --n 4 --out seven.wav                  # spoken digits, end to end
 
-The input must be a mono 16-bit PCM WAV at the model's sample rate and at least one training window
+``--input``: a mono 16-bit PCM WAV at the model's sample rate and at least one training window
 long; it is zero-padded to a multiple of the mel hop. Writes the WAV and a PNG beside it (input and
 output: waveform over log-mel).
+
+``--mel-model``: a class-conditional model of normalised log-mels (``configs/speech-digits-mel.toml``)
+draws ``--n`` spectrograms (class ``--class``, else ``i % K``; classifier-free guidance
+``--guidance``), which the vocoder turns into sound: ``OUT`` for one clip, ``STEM_000.wav`` ... for
+more, and ``STEM.png`` (each clip's waveform over its log-mel).
 """
 
 from __future__ import annotations
@@ -20,10 +27,21 @@ from pathlib import Path
 import torch
 
 from ..data.audio_features import MelSettings, log_mel, normalise_log_mel
-from ..io.media import save_preview
+from ..io.media import media_names, save_media, save_preview
 from ..io.media_audio import read_wav, write_wav
+from ..tasks.edit import guided
 from ..tasks.vocode import beta_grid, vocode
-from .args import add_overwrite_argument, add_sampler_arguments, add_seed_argument, csv_of
+from ..utils import generators_from_seeds
+from .args import (
+    GUIDANCE_WEIGHT,
+    MAX_COUNT,
+    MAX_STEPS,
+    add_overwrite_argument,
+    add_sampler_arguments,
+    add_seed_argument,
+    csv_of,
+    int_in,
+)
 from .common import UserError, check_outputs, load_model, one_line, record_outputs
 
 __all__ = ["register", "cmd_vocode"]
@@ -38,8 +56,41 @@ def register(sub: argparse._SubParsersAction) -> None:
         "waveform model (configs/speech-digits.toml); writes the WAV and a PNG of input and output.",
     )
     p.add_argument("checkpoint", help="the vocoder: a run folder or a checkpoint")
-    p.add_argument("--input", required=True, help="mono 16-bit PCM WAV at the model's sample rate")
-    p.add_argument("--out", required=True, help="the output WAV (a PNG is written beside it)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", help="mono 16-bit PCM WAV at the model's sample rate")
+    source.add_argument(
+        "--mel-model",
+        metavar="RUN",
+        help="vocode the log-mels this model draws (a run of configs/speech-digits-mel.toml) instead",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="the output WAV (a PNG is written beside it; with --mel-model and --n > 1: STEM_000.wav, ...)",
+    )
+    mel = p.add_argument_group("mel model (with --mel-model)")
+    mel.add_argument("--n", type=int_in(1, MAX_COUNT), default=1, help="clips to draw (default: 1)")
+    mel.add_argument(
+        "--class",
+        dest="label",
+        type=int_in(0),
+        default=None,
+        help="the digit of every clip (default: i %% K)",
+    )
+    mel.add_argument(
+        "--guidance",
+        type=GUIDANCE_WEIGHT,
+        default=2.0,
+        metavar="W",
+        help="classifier-free guidance weight of the mel model (default: 2, where its samples were "
+        "recognised best; 1: none)",
+    )
+    mel.add_argument(
+        "--mel-steps",
+        type=int_in(1, MAX_STEPS),
+        default=12,
+        help="Heun steps (Karras grid) of the mel model (default: 12)",
+    )
     add_sampler_arguments(p, sampler="heun", steps=6, grid="karras")
     p.add_argument(
         "--betas",
@@ -75,21 +126,58 @@ def _load_input(path: str, settings: MelSettings, window: int) -> torch.Tensor:
     return torch.nn.functional.pad(torch.from_numpy(x.copy()), (0, pad))[None]
 
 
+def _drawn_mels(args: argparse.Namespace, n_mels: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(mels (n, n_mels, F), labels (n,) or None)`` drawn by ``--mel-model`` (Heun, Karras grid,
+    clip ``i`` with seed ``SEED + i``)."""
+    mel_model = load_model(args.mel_model, "hwaksan vocode --mel-model")
+    shape = tuple(mel_model.output_shape)
+    if len(shape) != 3 or shape[0] != 1 or shape[1] != n_mels:
+        raise UserError(
+            f"--mel-model {args.mel_model} makes {shape}; the vocoder needs log-mels (1, {n_mels}, frames)"
+        )
+    k = mel_model.num_classes
+    if not k and (args.label is not None or args.guidance != 1.0):
+        raise UserError(f"--mel-model {args.mel_model} has no classes: drop --class and use --guidance 1")
+    if args.label is not None and args.label >= k:
+        raise UserError(f"--class {args.label}: the mel model has classes 0..{k - 1}")
+    labels = None
+    if k:
+        labels = torch.full((args.n,), args.label) if args.label is not None else torch.arange(args.n) % k
+    with torch.no_grad():
+        res = mel_model.sample(
+            args.n,
+            denoiser=guided(mel_model.denoiser, args.guidance if k else None),
+            sampler="heun",
+            steps=args.mel_steps,
+            grid="karras",
+            cond=labels,
+            generator=generators_from_seeds(range(args.seed, args.seed + args.n), mel_model.device),
+        )
+    return res.x[:, 0].float().clamp(-1, 1), labels
+
+
 def cmd_vocode(args: argparse.Namespace) -> int:
     """Run ``hwaksan vocode``; returns the exit status."""
     out = Path(args.out)
     if out.suffix.lower() != ".wav":
         raise UserError(f"--out {out} must end in .wav")
     png = out.with_suffix(".png")
-    check_outputs([out, png], overwrite=args.overwrite, inputs=[args.checkpoint, args.input])
+    many = args.mel_model is not None and args.n > 1
+    wavs = media_names(out.with_suffix(""), args.n, "audio") if many else [out]
+    inputs = [args.checkpoint, args.input or args.mel_model]
+    check_outputs([*wavs, png], overwrite=args.overwrite, inputs=inputs)
     model = load_model(args.checkpoint, "hwaksan vocode")
     if model.modality != "audio" or getattr(model.denoiser.net, "hop", None) is None:
         raise UserError(
             f"hwaksan vocode needs a mel-conditioned audio model; this is a {model.describe()} model"
         )
     settings = MelSettings.from_dict(model.modality_params)
-    x = _load_input(args.input, settings, model.data_shape[-1])
-    mel = normalise_log_mel(log_mel(x, settings))
+    if args.mel_model is not None:
+        mel, labels = _drawn_mels(args, settings.n_mels)
+        x = None
+    else:
+        x = _load_input(args.input, settings, model.data_shape[-1])
+        mel, labels = normalise_log_mel(log_mel(x, settings)), None
     grid = args.grid
     if args.betas is not None:
         try:
@@ -102,13 +190,23 @@ def cmd_vocode(args: argparse.Namespace) -> int:
         )
     y = result.x.cpu()
     with one_line("cannot write the outputs"):
-        write_wav(out, y[0, 0], settings.sample_rate)
-        save_preview(torch.cat([x[:, None], y]), png, "audio", model.modality_params, 1)
-    record_outputs(out, png)
+        if many:
+            save_media(y, out.with_suffix(""), "audio", model.modality_params)
+        else:
+            write_wav(out, y[0, 0], settings.sample_rate)
+        shown = y if x is None else torch.cat([x[:, None], y])
+        save_preview(shown, png, "audio", model.modality_params, 1)
+    record_outputs(*wavs, png)
+    source = (
+        f"{args.n} log-mels of {args.mel_model} (classes {labels.tolist() if labels is not None else '-'}, "
+        f"guidance {args.guidance:g}, Heun {args.mel_steps} steps)"
+        if x is None
+        else f"{x.shape[-1]} samples ({x.shape[-1] / settings.sample_rate:.2f} s)"
+    )
+    picture = "each clip's waveform over its log-mel" if x is None else "input above, output below"
     print(
-        f"hwaksan vocode: {x.shape[-1]} samples ({x.shape[-1] / settings.sample_rate:.2f} s), "
-        f"{args.sampler} {len(result.ts) - 1} steps = {result.nfe} NFE, seed {args.seed}\n"
-        f"outputs:\n  {out}\n  {png} (input above, output below)",
+        f"hwaksan vocode: {source}; {args.sampler} {len(result.ts) - 1} steps = {result.nfe} NFE, "
+        f"seed {args.seed}\noutputs:\n" + "".join(f"  {w}\n" for w in wavs) + f"  {png} ({picture})",
         file=sys.stderr,
     )
     return 0
