@@ -10,8 +10,9 @@ parameter U-Net layout unless ``--hwaksan-net`` says otherwise) in one process:
   (inv_gamma 1, power 3/4, max decay 0.9999); sampled with ``DPMSolverMultistepScheduler`` and
   ``UniPCMultistepScheduler`` (its best few-step schedulers), the better one reported.
 - **hwaksan**: EDM (Karras et al. 2022) process and preconditioning (sigma_data 0.6), EDM loss
-  weighting and log-normal noise levels, AdamW with warm-up and cosine decay, EMA 0.999; sampled
-  with Heun and DPM++(2M) on the Karras grid, the better one reported.
+  weighting and log-normal noise levels, AdamW (lr 1e-3) with warm-up and cosine decay, EMA 0.999
+  with the trainer's warm-up ``min(0.999, (1 + step) / (10 + step))``; sampled with Heun and
+  DPM++(2M) on the Karras grid (``--hwaksan-samplers``), the better one reported.
 
 Both use bf16 autocast and channels-last on a CPU with native bf16 (each side's own best setting;
 ``--fp32`` turns it off for both) and the same batch size.
@@ -27,11 +28,19 @@ EfficientNet-Lite0) on the centre 28x28 crop.
 
     python bench/time_to_quality.py --minutes 2,5,10,20,30 --n 2000
     python bench/time_to_quality.py --minutes 0.2,0.5 --n 200 --out runs/ttq-smoke   # smoke run
+    python bench/time_to_quality.py --sampling-speed runs/ttq/results.json   # NFE search, img/s
+    python bench/time_to_quality.py --sides hwaksan --minutes 3.5,5 --schedule-minutes 30 --n 1000 \
+        --hwaksan-batch 128 --out runs/sweep-b128                  # a recipe sweep on the 30-min schedule
 
 Writes ``OUT/results.json``, ``OUT/table.md`` (FD per checkpoint; minutes to FD-classifier <= 2 and to
 diffusers' final FD-EffNet), ``OUT/quality.png`` (FD vs minutes), sample grids and the EMA weights
-of every checkpoint (``OUT/SIDE-Mmin.safetensors``). ``--report OUT/results.json`` rewrites the
-table and plot of a finished run.
+of every checkpoint (``OUT/SIDE-Mmin.safetensors``); ``OUT/training.json`` (the clocks) lets
+``--evaluate-saved OUT`` evaluate them again, and every evaluated row is appended to
+``OUT/rows.jsonl`` as it is measured. ``--report OUT/results.json`` rewrites the table and plot of a
+finished run. ``--sampling-speed OUT/results.json`` searches each side's last snapshot for the
+smallest NFE at which one of the multistep samplers both libraries have (DPM-Solver++(2M), (3M),
+UniPC) reaches FD-classifier <= 2, and times that setting at batches of 16 and 256
+(``OUT/sampling.md``).
 """
 
 from __future__ import annotations
@@ -50,6 +59,7 @@ from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -89,6 +99,7 @@ class Side:
     name: str
     net: nn.Module
     lr: float
+    batch: int = 64
     seconds: float = 0.0  # the side's clock (CPU seconds / threads)
     wall: float = 0.0
     step: int = 0
@@ -110,16 +121,20 @@ class Side:
 
 
 class HwaksanSide(Side):
-    def __init__(self, net_name: str, lr: float, warmup: int, autocast) -> None:
+    def __init__(
+        self, net_name: str, lr: float, warmup: int, autocast, ema: float = 0.999, ema_warmup: bool = True
+    ) -> None:
         torch.manual_seed(0)
         net = build_model(net_name).to(memory_format=torch.channels_last)
         super().__init__("hwaksan", net, lr)
         self.process = make_process("edm", sigma_data=SIGMA_DATA)
         self.model = ModelDenoiser(net, self.process, prediction="edm", sigma_data=SIGMA_DATA)
         self.opt = torch.optim.AdamW(net.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
-        self.ema = EMA(net, (0.999,))
+        self.ema = EMA(net, (ema,))
+        self.ema_warmup = ema_warmup
         self.warmup, self.autocast = warmup, autocast
         self.net_name = net_name
+        self.grid = "karras"  # the time grid of its samplers (--hwaksan-grid)
 
     def train_step(self, x0, gen):
         for g in self.opt.param_groups:
@@ -130,7 +145,7 @@ class HwaksanSide(Side):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
         self.opt.step()
-        self.ema.update(self.net)
+        self.ema.update(self.net, self.step if self.ema_warmup else None)  # the trainer's [ema] warmup
         return float(loss.detach())
 
     def ema_state(self):
@@ -142,13 +157,13 @@ class HwaksanSide(Side):
         net.load_state_dict(state)
         net.eval()
         model = ModelDenoiser(net, self.process, prediction="edm", sigma_data=SIGMA_DATA)
-        steps = {"heun": (nfe + 1) // 2, "dpmpp_2m": nfe}[sampler]  # Heun: 2 steps - 1 evaluations
+        steps = (nfe + 1) // 2 if sampler == "heun" else nfe  # Heun: 2 steps - 1 evaluations
         gen = torch.Generator().manual_seed(1234)
         outs = []
         for start in range(0, n, batch):
             with self.autocast():
                 res = sample(model, (min(batch, n - start), 1, 32, 32), sampler=sampler, steps=steps,
-                             grid="karras", generator=gen)  # fmt: skip
+                             grid=self.grid, generator=gen)  # fmt: skip
             outs.append(res.x.float())
         return torch.cat(outs), res.nfe
 
@@ -197,11 +212,15 @@ class DiffusersSide(Side):
         unet = DiffusersUNet().unet.to(memory_format=torch.channels_last)
         unet.load_state_dict(state)
         unet.eval()
-        kind = {"dpmpp_2m": DPMSolverMultistepScheduler, "unipc": UniPCMultistepScheduler}[sampler]
+        kind, options = {
+            "dpmpp_2m": (DPMSolverMultistepScheduler, {}),
+            "dpmpp_3m": (DPMSolverMultistepScheduler, {"solver_order": 3}),
+            "unipc": (UniPCMultistepScheduler, {}),
+        }[sampler]
         gen = torch.Generator().manual_seed(1234)
         outs = []
         for start in range(0, n, batch):
-            sched = kind.from_config(self.scheduler.config)
+            sched = kind.from_config(self.scheduler.config, **options)
             sched.set_timesteps(nfe)  # multistep: one evaluation per step
             x = torch.randn((min(batch, n - start), 1, 32, 32), generator=gen) * sched.init_noise_sigma
             for t in sched.timesteps:
@@ -215,7 +234,15 @@ class DiffusersSide(Side):
 SAMPLERS = {"hwaksan": ("heun", "dpmpp_2m"), "diffusers": ("dpmpp_2m", "unipc")}
 
 
-def train(sides: list[Side], minutes: list[float], chunk: float, batch: int, threads: int) -> None:
+def train(
+    sides: list[Side],
+    minutes: list[float],
+    chunk: float,
+    threads: int,
+    schedule: float | None = None,
+) -> None:
+    """Train every side to ``max(minutes)``; the cosine learning-rate schedule ends at ``schedule``
+    minutes (default: the budget), so a short sweep can follow the schedule of a longer run."""
     images = pad32(load_dataset("mnist", "train").images).contiguous(memory_format=torch.channels_last)
     gens = {s.name: torch.Generator().manual_seed(0) for s in sides}
     budget = max(minutes) * 60
@@ -227,7 +254,7 @@ def train(sides: list[Side], minutes: list[float], chunk: float, batch: int, thr
             side.net.train()
             while True:
                 gen = gens[side.name]
-                idx = torch.randint(len(images), (batch,), generator=gen)
+                idx = torch.randint(len(images), (side.batch,), generator=gen)
                 side.losses.append(side.train_step(images[idx], gen))
                 side.step += 1
                 used = (time.process_time() - start_cpu) / threads
@@ -240,7 +267,8 @@ def train(sides: list[Side], minutes: list[float], chunk: float, batch: int, thr
             side.seconds += (time.process_time() - start_cpu) / threads
             side.wall += time.perf_counter() - start_wall
             if side.total_steps is None:  # the cosine schedule ends at the budget
-                side.total_steps = max(side.step + 1, int(side.step / side.seconds * budget))
+                end = (schedule or max(minutes)) * 60
+                side.total_steps = max(side.step + 1, int(side.step / side.seconds * end))
             recent = sum(side.losses[-50:]) / len(side.losses[-50:])
             print(
                 f"{side.name:9s} {side.seconds / 60:6.2f} min  step {side.step:6d}  loss {recent:.4f}  "
@@ -249,7 +277,12 @@ def train(sides: list[Side], minutes: list[float], chunk: float, batch: int, thr
             )
 
 
-def evaluate(sides: list[Side], n: int, n_real: int, out: Path) -> list[dict]:
+def evaluate(
+    sides: list[Side], n: int, n_real: int, out: Path, samplers: dict[str, tuple[str, ...]] | None = None
+) -> list[dict]:
+    """FD-classifier and FD-EffNet of ``n`` samples of every snapshot at each NFE, with each side's
+    samplers (``samplers[name]``, default :data:`SAMPLERS`)."""
+    samplers = samplers or {}
     real = load_split("mnist", "test")
     real = real[subset_indices(len(real), n_real, seed=0)]
     feats = {space: image_features(real, space, dataset="mnist") for space in ("classifier", "effnet")}
@@ -257,7 +290,7 @@ def evaluate(sides: list[Side], n: int, n_real: int, out: Path) -> list[dict]:
     for side in sides:
         for minute, state in sorted(side.snapshots.items()):
             for nfe in NFES:
-                for sampler in SAMPLERS[side.name]:
+                for sampler in samplers.get(side.name, SAMPLERS[side.name]):
                     t0 = time.perf_counter()
                     x, used = side.generate(state, n, nfe, sampler)
                     seconds = time.perf_counter() - t0
@@ -266,6 +299,8 @@ def evaluate(sides: list[Side], n: int, n_real: int, out: Path) -> list[dict]:
                     row = {"side": side.name, "minutes": minute, "nfe": used, "target_nfe": nfe}
                     row |= {"sampler": sampler, "fd_classifier": fd["classifier"], "fd_effnet": fd["effnet"]}
                     rows.append(row | {"sample_images_per_s": n / seconds})
+                    with open(out / "rows.jsonl", "a") as f:  # what is done survives an interruption
+                        f.write(json.dumps(rows[-1]) + "\n")
                     print(
                         f"{side.name:9s} {minute:5.1f} min  {sampler:8s} {used:2d} NFE  "
                         f"FD-classifier {fd['classifier']:7.2f}  FD-EffNet {fd['effnet']:7.2f}",
@@ -343,48 +378,65 @@ def time_to_quality_lines(best: list[dict], fd_target: float = 2.0) -> list[str]
     return lines
 
 
-def sampling_speed(sides: list[Side], best: list[dict], fd_target: float = 2.0) -> list[str]:
-    """Images/s of each side at the smallest NFE where its last checkpoint reaches FD-classifier <=
-    ``fd_target`` (its better sampler there), for batches of 16 and 256 (best of 3 timed runs after a
-    warm-up; the weights are the side's last snapshot, or the live network's)."""
+SEARCH_SAMPLERS = ("dpmpp_2m", "dpmpp_3m", "unipc")
+"""The multistep samplers both libraries have (hwaksan's on the Karras grid; diffusers' schedulers
+on their default timesteps), tried at each NFE of the sampling-speed search."""
+
+
+def time_sampling(side: Side, state: dict, nfe: int, sampler: str, batch: int, repeats: int = 3) -> float:
+    """Images/s of ``side`` drawing one batch of ``batch`` (best of ``repeats`` after a warm-up)."""
+    side.generate(state, batch, nfe, sampler, batch)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        side.generate(state, batch, nfe, sampler, batch)
+        times.append(time.perf_counter() - t0)
+    return batch / min(times)
+
+
+def sampling_speed(
+    sides: list[Side], nfes: list[int], n: int, n_real: int, fd_target: float = 2.0
+) -> tuple[list[str], list[dict]]:
+    """For each side's last snapshot: FD-classifier of ``n`` samples with each of
+    :data:`SEARCH_SAMPLERS` at each NFE of ``nfes`` (ascending, stopping at the first NFE where one
+    reaches ``fd_target``); that NFE with its best sampler is timed at batches of 16 and 256.
+    Returns the table's lines and the search rows."""
+    real = load_split("mnist", "test")
+    real_feats = image_features(
+        real[subset_indices(len(real), n_real, seed=0)], "classifier", dataset="mnist"
+    )
     lines = [
         "| side | NFE | sampler | FD-classifier | batch 16 img/s | batch 256 img/s |",
         "|---|---|---|---|---|---|",
     ]
-    speeds = {}
+    rows, speeds = [], {}
     for side in sides:
-        last = max((r["minutes"] for r in best if r["side"] == side.name), default=None)
-        ok = sorted(
-            (
-                r
-                for r in best
-                if r["side"] == side.name and r["minutes"] == last and r["fd_classifier"] <= fd_target
-            ),
-            key=lambda r: r["nfe"],
-        )
-        if not ok:
-            lines.append(f"| {side.name} | - | - | > {fd_target:g} at every NFE | - | - |")
+        state = side.snapshots[max(side.snapshots)]
+        found = None
+        for nfe in sorted(nfes):
+            for sampler in SEARCH_SAMPLERS:
+                x, used = side.generate(state, n, nfe, sampler)
+                fd = frechet_distance(image_features(x.clamp(-1, 1)[:, :, 2:30, 2:30], "classifier",
+                                                     dataset="mnist"), real_feats)  # fmt: skip
+                rows.append({"side": side.name, "nfe": used, "sampler": sampler, "fd_classifier": fd})
+                print(f"{side.name:9s} {sampler:8s} {used:2d} NFE  FD-classifier {fd:6.2f}", flush=True)
+                if fd <= fd_target and (found is None or fd < found[2]):
+                    found = (nfe, sampler, fd, used)
+            if found:
+                break
+        if found is None:
+            lines.append(f"| {side.name} | > {max(nfes)} | - | > {fd_target:g} | - | - |")
             continue
-        r = ok[0]
-        state = side.snapshots.get(last) or {k: v.detach() for k, v in side.net.state_dict().items()}
-        row = []
-        for batch in (16, 256):
-            side.generate(state, batch, r["target_nfe"], r["sampler"], batch)  # warm-up
-            times = []
-            for _ in range(3):
-                t0 = time.perf_counter()
-                side.generate(state, batch, r["target_nfe"], r["sampler"], batch)
-                times.append(time.perf_counter() - t0)
-            row.append(batch / min(times))
-        speeds[side.name] = row
+        nfe, sampler, fd, used = found
+        speeds[side.name] = [time_sampling(side, state, nfe, sampler, b) for b in (16, 256)]
         lines.append(
-            f"| {side.name} | {r['nfe']} | {r['sampler']} | {r['fd_classifier']:.2f} | "
-            f"{row[0]:.0f} | {row[1]:.0f} |"
+            f"| {side.name} | {used} | {sampler} | {fd:.2f} | {speeds[side.name][0]:.0f} | "
+            f"{speeds[side.name][1]:.0f} |"
         )
     if len(speeds) == 2:
         h, d = speeds["hwaksan"], speeds["diffusers"]
         lines.append(f"| hwaksan / diffusers | | | | {h[0] / d[0]:.2f}x | {h[1] / d[1]:.2f}x |")
-    return lines
+    return lines, rows
 
 
 def cpu_name() -> str:
@@ -445,11 +497,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", default="2,5,10,20,30", help="checkpoints, training minutes per side")
     ap.add_argument("--chunk", type=float, default=20.0, help="seconds a side trains before the other")
     ap.add_argument("--batch", type=int, default=64, help="batch size of both sides")
+    ap.add_argument("--hwaksan-samplers", default="heun,dpmpp_2m", help="hwaksan's samplers to evaluate")
+    ap.add_argument("--diffusers-samplers", default="dpmpp_2m,unipc", help="diffusers' samplers to evaluate")
+    ap.add_argument("--hwaksan-batch", type=int, default=None, help="hwaksan's batch size (default: --batch)")
     ap.add_argument("--hwaksan-net", default="unet-32", help="hwaksan's network preset")
     ap.add_argument("--hwaksan-lr", type=float, default=1e-3, help="hwaksan's peak learning rate")
     ap.add_argument("--diffusers-lr", type=float, default=2e-4,
                     help="diffusers' peak learning rate (its example: 1e-4 at batch 16)")  # fmt: skip
+    ap.add_argument("--hwaksan-ema", type=float, default=0.999, help="hwaksan's EMA decay")
+    ap.add_argument("--no-ema-warmup", action="store_true",
+                    help="hwaksan's EMA without the warm-up min(d, (1+step)/(10+step))")  # fmt: skip
     ap.add_argument("--warmup", type=int, default=200, help="warm-up steps of both sides")
+    ap.add_argument("--schedule-minutes", type=float, default=None,
+                    help="minutes where the cosine schedule ends (default: the last checkpoint)")  # fmt: skip
     ap.add_argument("--n", type=int, default=2000, help="generated images per snapshot, NFE and sampler")
     ap.add_argument("--n-real", type=int, default=5000, help="MNIST test images of the reference")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
@@ -462,7 +522,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--sampling-speed",
         metavar="RESULTS.json",
-        help="only time sampling at the NFE where each side of a finished run reaches FD-classifier <= 2",
+        help="only search each side's last snapshot of a finished run for the smallest NFE that reaches "
+        "FD-classifier <= 2 (--n samples) and time sampling there",
+    )
+    ap.add_argument("--hwaksan-grid", default="karras", choices=("karras", "log_snr", "uniform"),
+                    help="the time grid of hwaksan's samplers")  # fmt: skip
+    ap.add_argument("--search-nfes", default="3,4,5,6,8,10",
+                    help="NFEs the --sampling-speed search tries, ascending")  # fmt: skip
+    ap.add_argument(
+        "--evaluate-saved",
+        metavar="OUT",
+        help="only evaluate the snapshots a finished training left in OUT (OUT/training.json)",
     )
     args = ap.parse_args(argv)
     if args.report:
@@ -483,20 +553,28 @@ def main(argv: list[str] | None = None) -> int:
     names = args.sides.split(",")
     sides: list[Side] = []
     if "hwaksan" in names:
-        sides.append(HwaksanSide(args.hwaksan_net, args.hwaksan_lr, args.warmup, autocast))
+        sides.append(
+            HwaksanSide(
+                args.hwaksan_net,
+                args.hwaksan_lr,
+                args.warmup,
+                autocast,
+                args.hwaksan_ema,
+                ema_warmup=not args.no_ema_warmup,
+            )
+        )
+    if "hwaksan" in names:
+        sides[0].grid = args.hwaksan_grid
     if "diffusers" in names:
         sides.append(DiffusersSide(args.diffusers_lr, args.warmup, autocast))
     if args.sampling_speed:
         done = json.loads(Path(args.sampling_speed).read_text())
         folder = Path(args.sampling_speed).parent
-        from safetensors.torch import load_file
-
-        for side in sides:  # the last checkpoint's weights where the run saved them
+        for side in sides:  # the last checkpoint's weights
             last = max(float(r["minutes"]) for r in done["rows"] if r["side"] == side.name)
-            path = folder / f"{side.name}-{last:g}min.safetensors"
-            if path.exists():
-                side.snapshots[last] = load_file(str(path))
-        lines = sampling_speed(sides, best_rows(done["rows"]))
+            side.snapshots[last] = load_file(str(folder / f"{side.name}-{last:g}min.safetensors"))
+        nfes = [int(v) for v in args.search_nfes.split(",")]
+        lines, rows = sampling_speed(sides, nfes, args.n, args.n_real)
         lines = [
             f"Command: `{command}`",
             f"Machine: {cpu_name()}, {torch.get_num_threads()} threads",
@@ -504,21 +582,47 @@ def main(argv: list[str] | None = None) -> int:
             *lines,
         ]
         (folder / "sampling.md").write_text("\n".join(lines) + "\n")
+        (folder / "sampling.json").write_text(json.dumps({"command": command, "rows": rows}, indent=1))
         print("\n".join(lines))
         return 0
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    print(f"{command}\nbf16 autocast: {bf16}; sides: {[s.name for s in sides]}", flush=True)
-    train(sides, minutes, args.chunk, args.batch, args.threads)
-    from safetensors.torch import save_file
-
-    for side in sides:  # the EMA weights of every checkpoint, for later sampling measurements
-        for m, state in side.snapshots.items():
-            save_file(
-                {k: v.contiguous() for k, v in state.items()}, str(out / f"{side.name}-{m:g}min.safetensors")
-            )
-    rows = evaluate(sides, args.n, args.n_real, out)
-    summary = {s.name: {"steps": s.step, "seconds": s.seconds, "wall": s.wall} for s in sides}
+    if args.evaluate_saved:  # the snapshots and clocks of a run whose evaluation did not finish
+        out = Path(args.evaluate_saved)
+        done = json.loads((out / "training.json").read_text())
+        command = done["command"]
+        for side in sides:
+            clock = done["sides"][side.name]
+            side.step, side.seconds, side.wall = clock["steps"], clock["seconds"], clock["wall"]
+            side.batch = clock.get("batch", args.batch)
+            for path in sorted(out.glob(f"{side.name}-*min.safetensors")):
+                side.snapshots[float(path.stem.split("-")[1].removesuffix("min"))] = load_file(str(path))
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        print(f"{command}\nbf16 autocast: {bf16}; sides: {[s.name for s in sides]}", flush=True)
+        for side in sides:
+            side.batch = args.batch
+        if args.hwaksan_batch and sides[0].name == "hwaksan":
+            sides[0].batch = args.hwaksan_batch
+        train(sides, minutes, args.chunk, args.threads, args.schedule_minutes)
+        for side in sides:  # the EMA weights of every checkpoint, for later evaluation and timing
+            for m, state in side.snapshots.items():
+                path = out / f"{side.name}-{m:g}min.safetensors"
+                save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    summary = {
+        s.name: {"steps": s.step, "seconds": s.seconds, "wall": s.wall, "batch": s.batch} for s in sides
+    }
+    if not args.evaluate_saved:
+        (out / "training.json").write_text(json.dumps({"command": command, "sides": summary}, indent=1))
+    rows = evaluate(
+        sides,
+        args.n,
+        args.n_real,
+        out,
+        {
+            "hwaksan": tuple(args.hwaksan_samplers.split(",")),
+            "diffusers": tuple(args.diffusers_samplers.split(",")),
+        },
+    )
     (out / "results.json").write_text(
         json.dumps({"command": command, "sides": summary, "rows": rows}, indent=1)
     )
