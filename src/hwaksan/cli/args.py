@@ -418,6 +418,13 @@ GUIDANCE_WEIGHT = float_in(0.0, 100.0)
 """The parser of a classifier-free guidance weight ``--guidance W``: finite, in [0, 100]."""
 
 
+def add_cfg_weight_argument(
+    p: argparse.ArgumentParser | argparse._ArgumentGroup, default: float, help: str
+) -> None:
+    """``--guidance W``: one classifier-free guidance weight ``uncond + W (cond - uncond)``."""
+    p.add_argument("--guidance", type=GUIDANCE_WEIGHT, default=default, metavar="W", help=help)
+
+
 def repaint_summary(args: argparse.Namespace) -> str:
     """``RePaint with SAMPLER on N GRID steps, jump J, R resampling(s)[, reconstruction guidance W]``."""
     text = (

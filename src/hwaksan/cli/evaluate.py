@@ -26,12 +26,12 @@ from .args import (
     MAX_COUNT,
     MAX_SEED,
     MAX_STEPS,
+    add_cfg_weight_argument,
     add_device_argument,
     add_ema_arguments,
     add_overwrite_argument,
     add_sampler_arguments,
     csv_of,
-    float_in,
     int_in,
     pick_device,
 )
@@ -119,12 +119,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--label", type=int_in(0), default=None, help="one class for every image (default: i %% K)"
     )
     p.add_argument("--uncond", action="store_true", help="sample a class-conditional model without labels")
-    p.add_argument(
-        "--guidance",
-        type=float_in(0.0, 100.0),
-        default=1.0,
-        metavar="W",
-        help="classifier-free guidance weight of class-conditional samples, uncond + W (cond - uncond) "
+    add_cfg_weight_argument(
+        p,
+        1.0,
+        "classifier-free guidance weight of class-conditional samples, uncond + W (cond - uncond) "
         "(default: 1, none)",
     )
     p.add_argument(

@@ -33,9 +33,9 @@ from ..tasks.edit import guided
 from ..tasks.vocode import beta_grid, vocode
 from ..utils import generators_from_seeds
 from .args import (
-    GUIDANCE_WEIGHT,
     MAX_COUNT,
     MAX_STEPS,
+    add_cfg_weight_argument,
     add_overwrite_argument,
     add_sampler_arguments,
     add_seed_argument,
@@ -77,12 +77,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="the digit of every clip (default: i %% K)",
     )
-    mel.add_argument(
-        "--guidance",
-        type=GUIDANCE_WEIGHT,
-        default=2.0,
-        metavar="W",
-        help="classifier-free guidance weight of the mel model (default: 2, where its samples were "
+    add_cfg_weight_argument(
+        mel,
+        2.0,
+        "classifier-free guidance weight of the mel model (default: 2, where its samples were "
         "recognised best; 1: none)",
     )
     mel.add_argument(
