@@ -55,12 +55,7 @@ METRICS = IMAGE_METRICS + LOWDIM_METRICS + SEQUENCE_METRICS
 MMD^2, mean log-likelihood under the true density) and one group per sequence modality."""
 KIND_METRICS = {"image": IMAGE_METRICS, "2d": LOWDIM_METRICS, "video": ("video",), "motion": ("motion",)}
 """The metrics that apply to each kind of model."""
-DEFAULT_METRICS = {
-    "image": ("fd", "precision", "recall", "accuracy", "nn"),
-    "2d": LOWDIM_METRICS,
-    "video": ("video",),
-    "motion": ("motion",),
-}
+DEFAULT_METRICS = {**KIND_METRICS, "image": ("fd", "precision", "recall", "accuracy", "nn")}
 
 _FEATURE_METRICS = ("fd", "precision", "recall")
 _LIKELIHOODS = ("nll", "vlb")
@@ -482,7 +477,7 @@ def _evaluate_sequence(
             "image_shape": None,
             "data_shape": list(model.output_shape),
             "num_classes": k,
-        },  # fmt: skip
+        },
         "sampler": {**cfg.spec.to_json(), "nfe": gen.nfe},
         "n": cfg.n,
         "seeds": cfg.seeds,
@@ -490,7 +485,7 @@ def _evaluate_sequence(
             "dataset": model.dataset,
             "split": next(iter(result.values()))["reference"],
             "train_split": None,
-        },  # fmt: skip
+        },
         "metrics_requested": metrics,
         "metrics": result,
         "sweep": [],
