@@ -9,10 +9,15 @@
    the library's samplers on Karras and log-SNR grids at 6, 12 and 50 steps; with WaveGrad's
    searched 6-step beta schedule (the sec. 4 grid search over :func:`wavegrad_candidates`, scored by
    LSD on ``--search-clips`` other validation clips, run with the ancestral sampler as in the paper
-   and with DDIM); and at 1000 steps (DDPM ancestral on the uniform grid; ``--clips-1000`` clips).
+   and with DDIM); DDIM on grids planned by :func:`hwaksan.tasks.vocode.plan_vocoder_grid` on those
+   clips (``--plan-steps``); and at 1000 steps (DDPM ancestral on the uniform grid; ``--clips-1000`` clips).
+   Every WaveGrad row runs with each of ``--consistency`` (mel-consistency steps per denoised
+   estimate, :class:`hwaksan.tasks.vocode.MelConsistentDenoiser`; 0: the network alone), and a
+   control without the network: :func:`~hwaksan.data.audio_features.mel_consistent` from noise
+   (Griffin-Lim with the mel's own magnitude step), to show what the network adds.
 2. Class-conditional: the spoken-digit classifier (train voices; accuracy on the validation voices
    reported) reads ``--per-class`` CFG samples per digit of the mel model, as spectrograms and
-   vocoded to sound (6-step DPM-Solver++(2M)).
+   vocoded to sound (6-step DDIM on the log-SNR grid, with the largest ``--consistency``).
 3. A picture (docs/img/audio.png with ``--picture``): reference, Griffin-Lim, 6-step WaveGrad, and
    CFG samples vocoded.
 
@@ -29,7 +34,13 @@ from pathlib import Path
 import torch
 
 from hwaksan.data.audio import load_speech_digits
-from hwaksan.data.audio_features import MelSettings, log_mel, normalise_log_mel
+from hwaksan.data.audio_features import (
+    MelSettings,
+    log_mel,
+    mel_consistent,
+    mel_magnitudes,
+    normalise_log_mel,
+)
 from hwaksan.evaluation.audio import (
     digit_accuracy,
     griffin_lim,
@@ -40,7 +51,7 @@ from hwaksan.evaluation.audio import (
 from hwaksan.guidance import ClassifierFreeGuidance
 from hwaksan.io.artifact import load_trained
 from hwaksan.io.media import save_media, save_preview
-from hwaksan.tasks.vocode import beta_grid, vocode, wavegrad_candidates
+from hwaksan.tasks.vocode import beta_grid, plan_vocoder_grid, vocode, wavegrad_candidates
 from hwaksan.utils import generators_from_seeds
 
 
@@ -77,6 +88,9 @@ def main() -> None:
     ap.add_argument("--classifier-steps", type=int, default=400)
     ap.add_argument("--steps-1000", type=int, default=1000, help="the many-step baseline's steps")
     ap.add_argument("--table-steps", default="6,12,50")
+    ap.add_argument("--plan-steps", default="6,12", help="steps of the planned DDIM grids ('' for none)")
+    ap.add_argument("--consistency", default="0,8", help="mel-consistency steps to compare, e.g. 0,4,8")
+    ap.add_argument("--control-iterations", default="8,24,60", help="mel-consistency from noise, no network")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -115,12 +129,18 @@ def main() -> None:
         )
         return x
 
-    def wg(sampler: str, steps: int, grid):
+    ks = [int(v) for v in args.consistency.split(",")]
+    k_best = max(ks)
+
+    def wg(sampler: str, steps: int, grid, k: int = 0):
         def fn(m):
-            r = vocode(voc, m, sampler=sampler, steps=steps, grid=grid, seed=0)
+            r = vocode(voc, m, sampler=sampler, steps=steps, grid=grid, seed=0, consistency=k)
             return r.x.cpu(), r.nfe
 
         return fn
+
+    def tag(k: int) -> str:
+        return f", consistency {k}" if k else ""
 
     # real vs real floors: a clip against itself, and against the same digit by another val voice
     results["floor_same_clip"] = scores(ref, ref, s)
@@ -131,6 +151,13 @@ def main() -> None:
     )
 
     gl = run("Griffin-Lim (librosa, 32 iterations)", lambda m: (griffin_lim(m, s), 0))
+    for it in [int(v) for v in args.control_iterations.split(",")]:
+
+        def from_noise(m, it=it):
+            z = 0.1 * torch.randn(m.shape[0], m.shape[-1] * s.hop, generator=torch.Generator().manual_seed(0))
+            return mel_consistent(z, mel_magnitudes(m), s, it)[:, None], 0
+
+        run(f"mel-consistency from noise, {it} iterations, no network", from_noise)
 
     # WaveGrad sec. 4: grid search of 6-step beta schedules on other validation clips
     sref, smel = clips(pick_clips(val, args.search_clips, offset=2))
@@ -149,20 +176,44 @@ def main() -> None:
         f"{[f'{b:.1e}' for b in best]} LSD {search[0][0]:.2f}"
     )
     grid_best = beta_grid(voc.process, best)
-    wg6 = run("WaveGrad searched schedule, ddpm (ancestral)", wg("ddpm", 6, grid_best), betas=best)
-    run("WaveGrad searched schedule, ddim", wg("ddim", 6, grid_best), betas=best)
+    for k in ks:
+        wg6 = run(
+            f"WaveGrad searched schedule, ddpm (ancestral){tag(k)}", wg("ddpm", 6, grid_best, k), betas=best
+        )
+        run(f"WaveGrad searched schedule, ddim{tag(k)}", wg("ddim", 6, grid_best, k), betas=best)
     for steps in [int(v) for v in args.table_steps.split(",")]:
         for sampler in ("ddim", "dpmpp_2m", "heun"):
             for grid in ("karras", "log_snr"):
-                x = run(f"{sampler} {grid} {steps} steps", wg(sampler, steps, grid))
-                if (sampler, grid, steps) == ("dpmpp_2m", "karras", 6):
-                    wg6_ode = x
+                for k in ks:
+                    x = run(f"{sampler} {grid} {steps} steps{tag(k)}", wg(sampler, steps, grid, k))
+                    if (sampler, grid, steps, k) == ("ddim", "log_snr", 6, k_best):
+                        wg6_ode = x
+    # planned grids (hwaksan.samplers.plan) for DDIM, planned on the search clips' mels
+    for steps in [int(v) for v in args.plan_steps.split(",") if v]:
+        t0 = time.perf_counter()
+        plan = plan_vocoder_grid(voc, smel, steps, sampler="ddim")
+        print(
+            f"planned ddim {steps}-step grid: calibration error {plan.error:.3g} "
+            f"({plan.initial} grid: {plan.initial_error:.3g}), {time.perf_counter() - t0:.0f} s"
+        )
+        for k in ks:
+            run(
+                f"ddim planned {steps} steps{tag(k)}",
+                wg("ddim", steps, plan.ts, k),
+                sigmas=plan.sigmas.tolist(),
+            )
     n1000 = min(args.clips_1000, len(ref))
-    k = args.steps_1000
-    run(f"ddpm uniform {k} steps", wg("ddpm", k, "uniform"), ref=ref[:n1000], mel=mel[:n1000])
+    n_long = args.steps_1000
+    for k in ks:
+        run(
+            f"ddpm uniform {n_long} steps{tag(k)}",
+            wg("ddpm", n_long, "uniform", k),
+            ref=ref[:n1000],
+            mel=mel[:n1000],
+        )
     for name, sub in (
         ("Griffin-Lim, same clips as 1000 steps", gl[:n1000]),
-        ("dpmpp_2m karras 6, same clips", wg6_ode[:n1000]),
+        (f"ddim log_snr 6{tag(k_best)}, same clips", wg6_ode[:n1000]),
     ):
         rows.append({"method": name, "clips": n1000, **scores(sub, ref[:n1000], s)})
         print(f"{name:44s} LSD {rows[-1]['lsd']:6.2f}  MCD {rows[-1]['mcd']:6.2f}")
@@ -198,12 +249,11 @@ def main() -> None:
             print(f"mel model CFG w={w}: classifier reads {acc:.3f} of {n} spectrograms")
         m = m[:, 0]
         with torch.no_grad():
-            wav = vocode(voc, m, sampler="dpmpp_2m", steps=6, grid="karras", seed=0).x.cpu()
-        cfg[str(args.guidance)]["vocoded_accuracy"] = digit_accuracy(clf, wav, labels)
-        print(
-            "  vocoded (dpmpp_2m 6 steps): classifier reads "
-            f"{cfg[str(args.guidance)]['vocoded_accuracy']:.3f}"
-        )
+            for k in ks:
+                wav = vocode(voc, m, sampler="ddim", steps=6, grid="log_snr", seed=0, consistency=k).x.cpu()
+                acc = digit_accuracy(clf, wav, labels)
+                cfg[str(args.guidance)][f"vocoded_accuracy_consistency_{k}"] = acc
+                print(f"  vocoded (ddim log_snr 6 steps{tag(k)}): classifier reads {acc:.3f}")
         results["class_conditional"] = cfg
         save_media(wav[:10], out / "cfg", "audio", voc.modality_params)
     else:

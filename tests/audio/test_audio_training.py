@@ -17,7 +17,7 @@ from hwaksan.data.audio_features import MelSettings, log_mel, normalise_log_mel
 from hwaksan.io.artifact import load_trained
 from hwaksan.io.media_audio import read_wav, write_wav
 from hwaksan.tasks.edit import guided
-from hwaksan.tasks.vocode import beta_grid, vocode
+from hwaksan.tasks.vocode import beta_grid, plan_vocoder_grid, vocode
 from hwaksan.training.audio import cut_windows
 from hwaksan.training.config import load_config
 from hwaksan.training.trainer import Trainer
@@ -89,6 +89,32 @@ def test_trains_through_the_loop_and_records_audio(run: Path) -> None:
 
 
 @needs_espeak
+def test_mel_consistency_brings_the_output_to_its_mel(run: Path) -> None:
+    """A two-step untrained vocoder ignores most of its mel; each estimate held to the mel
+    (``consistency``) gives an output whose log-mel is closer to the condition (the KL update of
+    :func:`~hwaksan.data.audio_features.mel_consistent` moves the band energies to the target)."""
+    model = load_trained(run)
+    clip = load_speech_digits("val").images[:2, 0, :4096]
+    mel = normalise_log_mel(log_mel(clip, MelSettings()))
+    err = []
+    for k in (0, 4):
+        y = vocode(model, mel, sampler="ddim", steps=2, seed=0, consistency=k).x
+        err.append(float((normalise_log_mel(log_mel(y[:, 0], MelSettings())) - mel).abs().mean()))
+    assert err[1] < 0.5 * err[0], err
+
+
+@needs_espeak
+def test_plan_a_vocoder_grid(run: Path) -> None:
+    """The planner binds each calibration waveform to its mel; its grid is never worse than the
+    grid it starts from on the calibration batch, and it drives any sampler."""
+    model = load_trained(run)
+    mel = normalise_log_mel(log_mel(load_speech_digits("val").images[:2, 0, :1024], MelSettings()))
+    plan = plan_vocoder_grid(model, mel, 3, max_evals=6)
+    assert len(plan.ts) == 4 and float(plan.ts[-1]) == 0.0 and plan.error <= plan.initial_error
+    assert torch.isfinite(vocode(model, mel, sampler="ddim", grid=plan.ts).x).all()
+
+
+@needs_espeak
 def test_sample_writes_wav_and_png(run: Path, tmp_path: Path) -> None:
     out = tmp_path / "s.png"
     assert main(["sample", str(run), "--n", "2", "--steps", "2", "--out", str(out)]) == 0
@@ -103,7 +129,8 @@ def test_vocode_a_wav(run: Path, tmp_path: Path) -> None:
     clip = load_speech_digits("val").images[0, 0, :3000]
     src = write_wav(tmp_path / "in.wav", clip, 16000)
     out = tmp_path / "out.wav"
-    assert main(["vocode", str(run), "--input", str(src), "--out", str(out), "--steps", "2"]) == 0
+    argv = ["vocode", str(run), "--input", str(src), "--out", str(out), "--steps", "2", "--consistency", "2"]
+    assert main(argv) == 0
     y, rate = read_wav(out)
     assert rate == 16000 and y.shape == (3072,)  # padded to a multiple of the hop
     assert out.with_suffix(".png").is_file()
@@ -134,7 +161,8 @@ def test_vocode_the_samples_of_a_mel_model(run: Path, mel_run: Path, tmp_path: P
         mels = mel_model.sample(2, denoiser=guided(mel_model.denoiser, 2.0), sampler="heun", steps=2,
                                 grid="karras", cond=torch.full((2,), 7),
                                 generator=generators_from_seeds([5, 6])).x  # fmt: skip
-        y = vocode(vocoder, mels[:, 0].clamp(-1, 1), sampler="heun", steps=2, seed=5).x
+        y = vocode(vocoder, mels[:, 0].clamp(-1, 1), sampler="ddim", steps=2, grid="log_snr", seed=5,
+                   consistency=8).x  # fmt: skip
     for i in range(2):
         x, rate = read_wav(tmp_path / f"seven_{i:03d}.wav")
         assert rate == 16000 and x.shape == (64 * 256,)  # 64 mel frames x the hop

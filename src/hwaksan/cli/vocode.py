@@ -8,9 +8,13 @@
     hwaksan vocode runs/speech-digits --mel-model runs/speech-digits-mel --class 7 --guidance 2 \\
         --n 4 --out seven.wav                  # spoken digits, end to end
 
+Defaults: DDIM on 6 steps of the log-SNR grid with 8 mel-consistency steps per estimate, the best
+6-step setting measured in ``docs/benchmarks-audio.md``.
+
 ``--input``: a mono 16-bit PCM WAV at the model's sample rate and at least one training window
-long; it is zero-padded to a multiple of the mel hop. Writes the WAV and a PNG beside it (input and
-output: waveform over log-mel).
+long; it is zero-padded to a multiple of the mel hop. ``--consistency K`` (default 8) holds every
+denoised estimate to the mel (:class:`hwaksan.tasks.vocode.MelConsistentDenoiser`). Writes the WAV
+and a PNG beside it (input and output: waveform over log-mel).
 
 ``--mel-model``: a class-conditional model of normalised log-mels (``configs/speech-digits-mel.toml``)
 draws ``--n`` spectrograms (class ``--class``, else ``i % K``; classifier-free guidance
@@ -89,13 +93,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=12,
         help="Heun steps (Karras grid) of the mel model (default: 12)",
     )
-    add_sampler_arguments(p, sampler="heun", steps=6, grid="karras")
+    add_sampler_arguments(p, sampler="ddim", steps=6, grid="log_snr")
     p.add_argument(
         "--betas",
         type=csv_of(float),
         default=None,
         metavar="B1,..,BN",
         help="a WaveGrad noise schedule (betas, low noise first): its grid replaces --steps / --grid",
+    )
+    p.add_argument(
+        "--consistency",
+        type=int_in(0, 100),
+        default=8,
+        metavar="K",
+        help="hold every denoised estimate to the mel with K Griffin-Lim-style steps (the magnitude "
+        "follows the mel bands, the network keeps the phase and the detail inside each band; "
+        "default: 8; 0: the network alone)",
     )
     add_seed_argument(p)
     add_overwrite_argument(p)
@@ -184,9 +197,21 @@ def cmd_vocode(args: argparse.Namespace) -> int:
             raise UserError(f"--betas: {err}") from None
     with torch.no_grad():
         result = vocode(
-            model, mel, sampler=args.sampler, steps=args.steps, grid=grid, seed=args.seed, **args.options
+            model,
+            mel,
+            sampler=args.sampler,
+            steps=args.steps,
+            grid=grid,
+            seed=args.seed,
+            consistency=args.consistency,
+            **args.options,
         )
     y = result.x.cpu()
+    if not torch.isfinite(y).all():
+        raise UserError(
+            "the vocoder's output is not finite (a diverging sampler step): try --sampler ddim, "
+            "more --steps, or --consistency 0"
+        )
     with one_line("cannot write the outputs"):
         if many:
             save_media(y, out.with_suffix(""), "audio", model.modality_params)
@@ -204,7 +229,9 @@ def cmd_vocode(args: argparse.Namespace) -> int:
     picture = "each clip's waveform over its log-mel" if x is None else "input above, output below"
     print(
         f"hwaksan vocode: {source}; {args.sampler} {len(result.ts) - 1} steps = {result.nfe} NFE, "
-        f"seed {args.seed}\noutputs:\n" + "".join(f"  {w}\n" for w in wavs) + f"  {png} ({picture})",
+        f"{args.consistency} mel-consistency steps each, seed {args.seed}\noutputs:\n"
+        + "".join(f"  {w}\n" for w in wavs)
+        + f"  {png} ({picture})",
         file=sys.stderr,
     )
     return 0

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -37,9 +38,14 @@ __all__ = [
     "LOG_MEL_SCALE",
     "MelSettings",
     "denormalise_log_mel",
+    "inverse_stft",
     "log_mel",
     "mel_basis",
+    "mel_consistent",
+    "mel_magnitudes",
+    "mel_to_magnitude",
     "normalise_log_mel",
+    "stft",
 ]
 
 LOG_MEL_FLOOR = 1e-5
@@ -95,13 +101,86 @@ def mel_basis(settings: MelSettings) -> torch.Tensor:
     return torch.from_numpy(basis).float()
 
 
-def magnitude_stft(x: torch.Tensor, settings: MelSettings) -> torch.Tensor:
-    """``|STFT(x)|`` ``(B, n_fft // 2 + 1, T // hop)`` of waveforms ``x (B, T)`` (module docstring)."""
+def stft(x: torch.Tensor, settings: MelSettings) -> torch.Tensor:
+    """The complex STFT ``(B, n_fft // 2 + 1, T // hop)`` of waveforms ``x (B, T)`` float32, framed as
+    in the module docstring (reflect padding, no centring)."""
     pad = (settings.n_fft - settings.hop) // 2
     padded = F.pad(x[:, None].float(), (pad, pad), mode="reflect")[:, 0]
     window = torch.hann_window(settings.n_fft, device=x.device)
-    spec = torch.stft(padded, settings.n_fft, settings.hop, window=window, center=False, return_complex=True)
-    return spec.abs()
+    return torch.stft(padded, settings.n_fft, settings.hop, window=window, center=False, return_complex=True)
+
+
+def magnitude_stft(x: torch.Tensor, settings: MelSettings) -> torch.Tensor:
+    """``|STFT(x)|`` ``(B, n_fft // 2 + 1, T // hop)`` of waveforms ``x (B, T)`` (module docstring)."""
+    return stft(x, settings).abs()
+
+
+def inverse_stft(spec: torch.Tensor, settings: MelSettings) -> torch.Tensor:
+    """Waveforms ``(B, F * hop)`` of complex spectrograms ``spec (B, n_fft // 2 + 1, F)``: the
+    least-squares inverse of :func:`stft` (Griffin & Lim 1984, eq. 6),
+
+        x(n) = sum_f w(n - f hop) y_f(n - f hop) / sum_f w(n - f hop)^2,   y_f = irfft(spec[:, :, f]),
+
+    on the padded signal, then the padding cut off. ``inverse_stft(stft(x)) = x`` up to rounding;
+    for a spectrogram that no signal has (a modified one) it is the signal whose STFT is nearest."""
+    n_fft, hop = settings.n_fft, settings.hop
+    frames = spec.shape[-1]
+    window = torch.hann_window(n_fft, device=spec.device)
+    y = torch.fft.irfft(spec, n=n_fft, dim=1) * window[:, None]  # (B, n_fft, F)
+    length = (frames - 1) * hop + n_fft
+    fold = dict(output_size=(1, length), kernel_size=(1, n_fft), stride=(1, hop))
+    num = F.fold(y, **fold)[:, 0, 0]
+    den = F.fold(window.square()[None, :, None].expand(1, n_fft, frames), **fold)[:, 0, 0]
+    pad = (n_fft - hop) // 2
+    return (num / den.clamp_min(1e-8))[:, pad : pad + frames * hop]
+
+
+def mel_magnitudes(mel: torch.Tensor) -> torch.Tensor:
+    """The mel-band magnitudes ``exp(M)`` ``(B, n_mels, F)`` of normalised log-mels ``mel``, with
+    floored bins (``M = log 1e-5``, silence) taken as zero."""
+    m = denormalise_log_mel(mel.float()).exp()
+    return torch.where(m <= LOG_MEL_FLOOR * 1.0001, torch.zeros_like(m), m)
+
+
+def mel_consistent(
+    x: torch.Tensor, target: torch.Tensor, settings: MelSettings = DEFAULT_MEL, iterations: int = 1
+) -> torch.Tensor:
+    """Waveforms ``(B, T)`` whose mel spectrogram is nearer ``target (B, n_mels, T // hop)`` (mel-band
+    magnitudes, :func:`mel_magnitudes`), from ``x (B, T)``: ``iterations`` times,
+
+        Y = stft(x),   S <- S * (B^T (target / (B S))) / (B^T 1)   with S = |Y|,   x <- istft(S e^{i angle Y})
+
+    (``B`` the mel filter bank). The magnitude step is Lee & Seung's (2001, eq. 5) multiplicative
+    update of ``S >= 0`` for the divergence ``KL(target || B S)`` at fixed ``B``: it never increases
+    the divergence, keeps the fine structure of ``S`` inside each band (every bin of a band is scaled
+    by its bands' energy ratios) and leaves ``S`` unchanged when ``B S = target``. The phase is
+    kept and the inverse STFT makes the spectrogram consistent again (Griffin & Lim 1984). Started
+    from noise this is a Griffin-Lim for mels; started from a vocoder's estimate, a projection of
+    it towards its condition."""
+    basis = mel_basis(settings).to(x.device)
+    norm = basis.sum(0).clamp_min(1e-8)[:, None]  # (n_freq, 1): B^T 1
+    target = target.to(x.device, torch.float32)
+    for _ in range(iterations):
+        spec = stft(x, settings)
+        mag = spec.abs()
+        ratio = target / (basis @ mag).clamp_min(1e-8)  # (B, n_mels, F)
+        x = inverse_stft(spec * ((basis.T @ ratio) / norm), settings)
+    return x
+
+
+def mel_to_magnitude(mel: torch.Tensor, settings: MelSettings = DEFAULT_MEL) -> torch.Tensor:
+    """The linear magnitudes ``(B, n_fft // 2 + 1, F)`` float32 of normalised log-mels ``mel (B,
+    n_mels, F)``: the non-negative least-squares solution of ``mel_basis @ S = exp(M)``
+    (``librosa.feature.inverse.mel_to_stft``), with floored (silent) mel bins taken as zero."""
+    mag = mel_magnitudes(mel.detach().cpu()).double().numpy()
+    s = settings
+    out = [
+        _librosa().feature.inverse.mel_to_stft(
+            m, sr=s.sample_rate, n_fft=s.n_fft, power=1.0, fmin=s.fmin, fmax=s.fmax
+        )
+        for m in mag
+    ]
+    return torch.from_numpy(np.stack(out)).float()
 
 
 def log_mel(x: torch.Tensor, settings: MelSettings = DEFAULT_MEL) -> torch.Tensor:

@@ -36,11 +36,10 @@ import torch
 from ..data.audio import load_speech_digits_mel
 from ..data.audio_features import (
     DEFAULT_MEL,
-    LOG_MEL_FLOOR,
     MelSettings,
-    denormalise_log_mel,
     log_mel,
     magnitude_stft,
+    mel_to_magnitude,
     normalise_log_mel,
 )
 from ..training.classifier import train_classifier
@@ -94,17 +93,12 @@ def griffin_lim(mel: torch.Tensor, settings: MelSettings = DEFAULT_MEL, n_iter: 
 
     s = settings
     pad = (s.n_fft - s.hop) // 2
-    mag = denormalise_log_mel(mel.double()).exp().numpy()
-    mag = np.where(mag <= LOG_MEL_FLOOR * 1.0001, 0.0, mag)  # the floor is silence
     out = []
-    for m in mag:
-        stft = librosa.feature.inverse.mel_to_stft(
-            m, sr=s.sample_rate, n_fft=s.n_fft, power=1.0, fmin=s.fmin, fmax=s.fmax
-        )
+    for stft in mel_to_magnitude(mel, s).double().numpy():
         y = librosa.griffinlim(
             stft, n_iter=n_iter, hop_length=s.hop, n_fft=s.n_fft, center=False, random_state=0
         )
-        t = m.shape[-1] * s.hop
+        t = stft.shape[-1] * s.hop
         y = np.pad(y, (0, max(0, pad + t - len(y))))[pad : pad + t]
         out.append(torch.from_numpy(np.ascontiguousarray(y)).float())
     return torch.stack(out)[:, None].clamp(-1, 1)

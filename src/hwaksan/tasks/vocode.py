@@ -13,6 +13,16 @@ beta_i)`` has the log-SNR ``lambda_n = log(alphabar_n / (1 - alphabar_n))``, and
 marginal up to the scale ``sqrt(alphabar_n)``). So WaveGrad's searched few-step schedules run with
 every sampler, and the ancestral (``ddpm``) sampler on that grid is WaveGrad's sampler (alg. 2).
 :func:`wavegrad_candidates` lists the schedules of the sec. 4 grid search.
+
+:class:`MelConsistentDenoiser` (``vocode(..., consistency=k)``) holds each denoised estimate to
+its condition, in the spirit of GLA-Grad (Liu et al. 2024), which puts Griffin-Lim steps into
+WaveGrad's reverse process: every ``x0_hat`` is replaced by ``k`` steps of
+:func:`hwaksan.data.audio_features.mel_consistent`, a Griffin-Lim iteration whose magnitude step is
+the multiplicative update of ``KL(exp(M) || mel_basis @ |STFT|)`` (Lee & Seung 2001) started from
+the network's own magnitude. The network supplies the phase and the fine structure inside each mel
+band, which a mel does not hold; the update makes the band energies follow the mel, which a small
+network does only roughly on voices it never heard. Any sampler works on the wrapped denoiser; a
+step to ``t = 0`` returns a held estimate.
 """
 
 from __future__ import annotations
@@ -23,13 +33,15 @@ from typing import Any
 
 import torch
 
+from .._typing import Cond, Denoiser
+from ..data.audio_features import MelSettings, mel_consistent, mel_magnitudes
 from ..io.artifact import TrainedModel
 from ..processes.diffusion import alphas_cumprod_from_betas
 from ..samplers import SampleResult, sample
-from ..samplers.plan import grid_from_log_sigmas
+from ..samplers.plan import Plan, calibration_set, grid_from_log_sigmas, plan_steps
 from ..utils import generators_from_seeds
 
-__all__ = ["beta_grid", "vocode", "wavegrad_candidates"]
+__all__ = ["MelConsistentDenoiser", "beta_grid", "plan_vocoder_grid", "vocode", "wavegrad_candidates"]
 
 
 def beta_grid(process: Any, betas: Sequence[float]) -> torch.Tensor:
@@ -61,6 +73,34 @@ def wavegrad_candidates(n: int = 6) -> list[list[float]]:
     return out
 
 
+class MelConsistentDenoiser:
+    """A waveform denoiser whose estimates follow a mel spectrogram (module docstring).
+
+    Args:
+        denoiser: the vocoder's denoiser, ``(B, 1, T)`` waveforms.
+        target: the mel-band magnitudes ``(B, n_mels, T // hop)``
+            (:func:`~hwaksan.data.audio_features.mel_magnitudes` of the condition).
+        settings: the mel settings of ``target``.
+        iterations: steps ``k`` of :func:`~hwaksan.data.audio_features.mel_consistent` per estimate.
+    """
+
+    def __init__(
+        self, denoiser: Denoiser, target: torch.Tensor, settings: MelSettings, iterations: int = 4
+    ) -> None:
+        if iterations < 1:
+            raise ValueError(f"iterations must be >= 1, got {iterations}")
+        self.denoiser = denoiser
+        self.process = denoiser.process
+        self.target = target
+        self.settings = settings
+        self.iterations = iterations
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Cond = None) -> torch.Tensor:
+        x0 = self.denoiser(x, t, cond)
+        y = mel_consistent(x0[:, 0].float(), self.target, self.settings, self.iterations)
+        return y[:, None].to(x0.dtype)
+
+
 def vocode(
     model: TrainedModel,
     mel: torch.Tensor,
@@ -70,6 +110,7 @@ def vocode(
     grid: str | torch.Tensor = "karras",
     seed: int = 0,
     cond: dict[str, Any] | None = None,
+    consistency: int = 0,
     **options: Any,
 ) -> SampleResult:
     """Waveforms ``(B, 1, F * hop)`` of normalised log-mels ``mel (B, n_mels, F)``.
@@ -81,6 +122,8 @@ def vocode(
             tensor, e.g. :func:`beta_grid`).
         seed: clip ``i`` uses seed ``seed + i`` (the same clip at any batch size).
         cond: further condition fields (``labels``).
+        consistency: steps ``k`` that hold each denoised estimate to the mel
+            (:class:`MelConsistentDenoiser`); 0: the network alone.
         **options: sampler options.
     """
     hop = getattr(model.denoiser.net, "hop", None)
@@ -89,8 +132,12 @@ def vocode(
     b, _, frames = mel.shape
     mel = mel.to(model.device, torch.float32)
     gens = generators_from_seeds(range(seed, seed + b), model.device)
+    denoiser = model.denoiser
+    if consistency:
+        settings = MelSettings.from_dict(model.modality_params)
+        denoiser = MelConsistentDenoiser(denoiser, mel_magnitudes(mel), settings, consistency)
     return sample(
-        model.denoiser,
+        denoiser,
         (b, model.data_shape[0], frames * hop),
         sampler=sampler,
         steps=steps,
@@ -100,3 +147,37 @@ def vocode(
         device=model.device,
         **options,
     )
+
+
+class _BoundMel:
+    """``denoiser`` with the condition ``{"signal": mel}`` fixed: a condition-free denoiser for
+    :func:`~hwaksan.samplers.plan.plan_steps` (float64 in and out, the network in float32)."""
+
+    def __init__(self, denoiser: Denoiser, mel: torch.Tensor) -> None:
+        self.denoiser, self.process, self.mel = denoiser, denoiser.process, mel
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Cond = None) -> torch.Tensor:
+        return self.denoiser(x.float(), t, {"signal": self.mel}).to(x.dtype)
+
+
+def plan_vocoder_grid(
+    model: TrainedModel,
+    mel: torch.Tensor,
+    n_steps: int,
+    *,
+    sampler: str = "ddim",
+    seed: int = 0,
+    max_evals: int = 100,
+) -> Plan:
+    """A planned ``n_steps`` grid (:func:`hwaksan.samplers.plan.plan_steps`) for the vocoder on the
+    mels ``mel (B, n_mels, F)``: one calibration waveform per mel, the PF-ODE of the model
+    conditioned on it as the reference. Plan on other clips than those it is measured on."""
+    hop = getattr(model.denoiser.net, "hop", None)
+    if hop is None:
+        raise ValueError(f"this is a {model.describe()} model, not a vocoder (no mel upsampling)")
+    b, _, frames = mel.shape
+    bound = _BoundMel(model.denoiser, mel.to(model.device, torch.float32))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        calib = calibration_set(bound, b, gen, shape=(model.data_shape[0], frames * hop))
+        return plan_steps(bound, n_steps, sampler=sampler, calibration=calib, max_evals=max_evals)
