@@ -12,14 +12,14 @@
    and with DDIM); DDIM on grids planned by :func:`hwaksan.tasks.vocode.plan_vocoder_grid` on those
    clips (``--plan-steps``); and at 1000 steps (DDPM ancestral on the uniform grid; ``--clips-1000`` clips).
    Every WaveGrad row runs with each of ``--consistency`` (mel-consistency steps per denoised
-   estimate, :class:`hwaksan.tasks.vocode.MelConsistentDenoiser`; 0: the network alone), and a
+   estimate, :func:`hwaksan.data.audio_features.mel_projection`; 0: the network alone), and a
    control without the network: :func:`~hwaksan.data.audio_features.mel_consistent` from noise
    (Griffin-Lim with the mel's own magnitude step), to show what the network adds.
 2. Class-conditional: the spoken-digit classifier (train voices; accuracy on the validation voices
    reported) reads ``--per-class`` CFG samples per digit of the mel model, as spectrograms and
    vocoded to sound (6-step DDIM on the log-SNR grid, with the largest ``--consistency``).
-3. A picture (docs/img/audio.png with ``--picture``): reference, Griffin-Lim, 6-step WaveGrad, and
-   CFG samples vocoded.
+3. A picture (docs/img/audio.png with ``--picture``): reference, Griffin-Lim, 6-step WaveGrad (DDIM,
+   log-SNR grid, the largest ``--consistency``), and CFG samples vocoded (audio-cfg.png).
 
 Prints a markdown table and writes ``results.json`` under ``--out``.
 """
@@ -39,6 +39,7 @@ from hwaksan.data.audio_features import (
     log_mel,
     mel_consistent,
     mel_magnitudes,
+    mel_projection,
     normalise_log_mel,
 )
 from hwaksan.evaluation.audio import (
@@ -134,10 +135,13 @@ def main() -> None:
 
     def wg(sampler: str, steps: int, grid, k: int = 0):
         def fn(m):
-            r = vocode(voc, m, sampler=sampler, steps=steps, grid=grid, seed=0, consistency=k)
+            r = vocode(voc, m, sampler=sampler, steps=steps, grid=grid, seed=0, project=held(m, k))
             return r.x.cpu(), r.nfe
 
         return fn
+
+    def held(m: torch.Tensor, k: int):
+        return mel_projection(m, s, k) if k else None
 
     def tag(k: int) -> str:
         return f", consistency {k}" if k else ""
@@ -196,6 +200,8 @@ def main() -> None:
             f"planned ddim {steps}-step grid: calibration error {plan.error:.3g} "
             f"({plan.initial} grid: {plan.initial_error:.3g}), {time.perf_counter() - t0:.0f} s"
         )
+        plan_file = out / f"plan_ddim_{steps}.json"  # a --grid file of hwaksan vocode / sample
+        plan_file.write_text(json.dumps({"ts": plan.ts.tolist(), "sampler": "ddim", "steps": steps}))
         for k in ks:
             run(
                 f"ddim planned {steps} steps{tag(k)}",
@@ -250,7 +256,8 @@ def main() -> None:
         m = m[:, 0]
         with torch.no_grad():
             for k in ks:
-                wav = vocode(voc, m, sampler="ddim", steps=6, grid="log_snr", seed=0, consistency=k).x.cpu()
+                wav = vocode(voc, m, sampler="ddim", steps=6, grid="log_snr", seed=0, project=held(m, k))
+                wav = wav.x.cpu()
                 acc = digit_accuracy(clf, wav, labels)
                 cfg[str(args.guidance)][f"vocoded_accuracy_consistency_{k}"] = acc
                 print(f"  vocoded (ddim log_snr 6 steps{tag(k)}): classifier reads {acc:.3f}")

@@ -13,7 +13,7 @@ import torch
 
 from hwaksan.cli import main
 from hwaksan.data.audio import load_speech_digits, load_speech_digits_mel
-from hwaksan.data.audio_features import MelSettings, log_mel, normalise_log_mel
+from hwaksan.data.audio_features import MelSettings, log_mel, mel_projection, normalise_log_mel
 from hwaksan.io.artifact import load_trained
 from hwaksan.io.media_audio import read_wav, write_wav
 from hwaksan.tasks.edit import guided
@@ -91,14 +91,15 @@ def test_trains_through_the_loop_and_records_audio(run: Path) -> None:
 @needs_espeak
 def test_mel_consistency_brings_the_output_to_its_mel(run: Path) -> None:
     """A two-step untrained vocoder ignores most of its mel; each estimate held to the mel
-    (``consistency``) gives an output whose log-mel is closer to the condition (the KL update of
-    :func:`~hwaksan.data.audio_features.mel_consistent` moves the band energies to the target)."""
+    (``mel_projection``) gives an output whose log-mel is closer to the condition (the KL update
+    of ``mel_consistent`` moves the band energies to the target)."""
     model = load_trained(run)
     clip = load_speech_digits("val").images[:2, 0, :4096]
     mel = normalise_log_mel(log_mel(clip, MelSettings()))
     err = []
     for k in (0, 4):
-        y = vocode(model, mel, sampler="ddim", steps=2, seed=0, consistency=k).x
+        project = mel_projection(mel, MelSettings(), k) if k else None
+        y = vocode(model, mel, sampler="ddim", steps=2, seed=0, project=project).x
         err.append(float((normalise_log_mel(log_mel(y[:, 0], MelSettings())) - mel).abs().mean()))
     assert err[1] < 0.5 * err[0], err
 
@@ -162,7 +163,7 @@ def test_vocode_the_samples_of_a_mel_model(run: Path, mel_run: Path, tmp_path: P
                                 grid="karras", cond=torch.full((2,), 7),
                                 generator=generators_from_seeds([5, 6])).x  # fmt: skip
         y = vocode(vocoder, mels[:, 0].clamp(-1, 1), sampler="ddim", steps=2, grid="log_snr", seed=5,
-                   consistency=8).x  # fmt: skip
+                   project=mel_projection(mels[:, 0].clamp(-1, 1), MelSettings(), 8)).x  # fmt: skip
     for i in range(2):
         x, rate = read_wav(tmp_path / f"seven_{i:03d}.wav")
         assert rate == 16000 and x.shape == (64 * 256,)  # 64 mel frames x the hop

@@ -13,7 +13,8 @@ Defaults: DDIM on 6 steps of the log-SNR grid with 8 mel-consistency steps per e
 
 ``--input``: a mono 16-bit PCM WAV at the model's sample rate and at least one training window
 long; it is zero-padded to a multiple of the mel hop. ``--consistency K`` (default 8) holds every
-denoised estimate to the mel (:class:`hwaksan.tasks.vocode.MelConsistentDenoiser`). Writes the WAV
+denoised estimate to the mel (:class:`hwaksan.tasks.vocode.ProjectedDenoiser` with
+:func:`hwaksan.data.audio_features.mel_projection`). Writes the WAV
 and a PNG beside it (input and output: waveform over log-mel).
 
 ``--mel-model``: a class-conditional model of normalised log-mels (``configs/speech-digits-mel.toml``)
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from ..data.audio_features import MelSettings, log_mel, normalise_log_mel
+from ..data.audio_features import MelSettings, log_mel, mel_projection, normalise_log_mel
 from ..io.media import media_names, save_media, save_preview
 from ..io.media_audio import read_wav, write_wav
 from ..tasks.edit import guided
@@ -203,7 +204,7 @@ def cmd_vocode(args: argparse.Namespace) -> int:
             steps=args.steps,
             grid=grid,
             seed=args.seed,
-            consistency=args.consistency,
+            project=mel_projection(mel, settings, args.consistency) if args.consistency else None,
             **args.options,
         )
     y = result.x.cpu()

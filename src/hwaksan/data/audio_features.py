@@ -23,6 +23,7 @@ librosa is imported inside the functions (it pulls numba): ``pip install 'hwaksa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
@@ -43,6 +44,7 @@ __all__ = [
     "mel_basis",
     "mel_consistent",
     "mel_magnitudes",
+    "mel_projection",
     "mel_to_magnitude",
     "normalise_log_mel",
     "stft",
@@ -166,6 +168,22 @@ def mel_consistent(
         ratio = target / (basis @ mag).clamp_min(1e-8)  # (B, n_mels, F)
         x = inverse_stft(spec * ((basis.T @ ratio) / norm), settings)
     return x
+
+
+def mel_projection(
+    mel: torch.Tensor, settings: MelSettings = DEFAULT_MEL, iterations: int = 8
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The map ``x (B, 1, T) -> mel_consistent(x, mel_magnitudes(mel), settings, iterations)`` for
+    normalised log-mels ``mel (B, n_mels, T // hop)``: what holds a vocoder's denoised estimates to
+    their condition (:class:`hwaksan.tasks.vocode.ProjectedDenoiser`, GLA-Grad's idea)."""
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    target = mel_magnitudes(mel)
+
+    def project(x: torch.Tensor) -> torch.Tensor:
+        return mel_consistent(x[:, 0].float(), target, settings, iterations)[:, None]
+
+    return project
 
 
 def mel_to_magnitude(mel: torch.Tensor, settings: MelSettings = DEFAULT_MEL) -> torch.Tensor:

@@ -14,34 +14,33 @@ marginal up to the scale ``sqrt(alphabar_n)``). So WaveGrad's searched few-step 
 every sampler, and the ancestral (``ddpm``) sampler on that grid is WaveGrad's sampler (alg. 2).
 :func:`wavegrad_candidates` lists the schedules of the sec. 4 grid search.
 
-:class:`MelConsistentDenoiser` (``vocode(..., consistency=k)``) holds each denoised estimate to
-its condition, in the spirit of GLA-Grad (Liu et al. 2024), which puts Griffin-Lim steps into
-WaveGrad's reverse process: every ``x0_hat`` is replaced by ``k`` steps of
-:func:`hwaksan.data.audio_features.mel_consistent`, a Griffin-Lim iteration whose magnitude step is
+:class:`ProjectedDenoiser` (``vocode(..., project=P)``) holds each denoised estimate to its
+condition, in the spirit of GLA-Grad (Liu et al. 2024), which puts Griffin-Lim steps into
+WaveGrad's reverse process: every ``x0_hat`` is replaced by ``P(x0_hat)``. With ``P =
+hwaksan.data.audio_features.mel_projection(mel, settings, k)`` that is ``k`` steps of
+:func:`~hwaksan.data.audio_features.mel_consistent`, a Griffin-Lim iteration whose magnitude step is
 the multiplicative update of ``KL(exp(M) || mel_basis @ |STFT|)`` (Lee & Seung 2001) started from
 the network's own magnitude. The network supplies the phase and the fine structure inside each mel
 band, which a mel does not hold; the update makes the band energies follow the mel, which a small
-network does only roughly on voices it never heard. Any sampler works on the wrapped denoiser; a
-step to ``t = 0`` returns a held estimate.
+network does only roughly on voices it never heard. Any sampler works on the wrapped denoiser.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
 from .._typing import Cond, Denoiser
-from ..data.audio_features import MelSettings, mel_consistent, mel_magnitudes
 from ..io.artifact import TrainedModel
 from ..processes.diffusion import alphas_cumprod_from_betas
 from ..samplers import SampleResult, sample
 from ..samplers.plan import Plan, calibration_set, grid_from_log_sigmas, plan_steps
 from ..utils import generators_from_seeds
 
-__all__ = ["MelConsistentDenoiser", "beta_grid", "plan_vocoder_grid", "vocode", "wavegrad_candidates"]
+__all__ = ["ProjectedDenoiser", "beta_grid", "plan_vocoder_grid", "vocode", "wavegrad_candidates"]
 
 
 def beta_grid(process: Any, betas: Sequence[float]) -> torch.Tensor:
@@ -73,32 +72,24 @@ def wavegrad_candidates(n: int = 6) -> list[list[float]]:
     return out
 
 
-class MelConsistentDenoiser:
-    """A waveform denoiser whose estimates follow a mel spectrogram (module docstring).
+class ProjectedDenoiser:
+    """A denoiser whose every estimate passes through ``project`` (module docstring):
+    ``D'(x, t) = project(D(x, t))``.
 
     Args:
-        denoiser: the vocoder's denoiser, ``(B, 1, T)`` waveforms.
-        target: the mel-band magnitudes ``(B, n_mels, T // hop)``
-            (:func:`~hwaksan.data.audio_features.mel_magnitudes` of the condition).
-        settings: the mel settings of ``target``.
-        iterations: steps ``k`` of :func:`~hwaksan.data.audio_features.mel_consistent` per estimate.
+        denoiser: a denoiser of ``(B, *shape)`` data.
+        project: maps estimates ``(B, *shape)`` to estimates of the same shape (e.g.
+            :func:`hwaksan.data.audio_features.mel_projection`).
     """
 
-    def __init__(
-        self, denoiser: Denoiser, target: torch.Tensor, settings: MelSettings, iterations: int = 4
-    ) -> None:
-        if iterations < 1:
-            raise ValueError(f"iterations must be >= 1, got {iterations}")
+    def __init__(self, denoiser: Denoiser, project: Callable[[torch.Tensor], torch.Tensor]) -> None:
         self.denoiser = denoiser
         self.process = denoiser.process
-        self.target = target
-        self.settings = settings
-        self.iterations = iterations
+        self.project = project
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Cond = None) -> torch.Tensor:
         x0 = self.denoiser(x, t, cond)
-        y = mel_consistent(x0[:, 0].float(), self.target, self.settings, self.iterations)
-        return y[:, None].to(x0.dtype)
+        return self.project(x0).to(x0.dtype)
 
 
 def vocode(
@@ -110,7 +101,7 @@ def vocode(
     grid: str | torch.Tensor = "karras",
     seed: int = 0,
     cond: dict[str, Any] | None = None,
-    consistency: int = 0,
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None,
     **options: Any,
 ) -> SampleResult:
     """Waveforms ``(B, 1, F * hop)`` of normalised log-mels ``mel (B, n_mels, F)``.
@@ -122,8 +113,9 @@ def vocode(
             tensor, e.g. :func:`beta_grid`).
         seed: clip ``i`` uses seed ``seed + i`` (the same clip at any batch size).
         cond: further condition fields (``labels``).
-        consistency: steps ``k`` that hold each denoised estimate to the mel
-            (:class:`MelConsistentDenoiser`); 0: the network alone.
+        project: holds each denoised estimate ``(B, 1, T)`` to the mel (:class:`ProjectedDenoiser`),
+            e.g. ``mel_projection(mel, MelSettings.from_dict(model.modality_params), 8)`` of
+            :mod:`hwaksan.data.audio_features`; None: the network alone.
         **options: sampler options.
     """
     hop = getattr(model.denoiser.net, "hop", None)
@@ -132,10 +124,7 @@ def vocode(
     b, _, frames = mel.shape
     mel = mel.to(model.device, torch.float32)
     gens = generators_from_seeds(range(seed, seed + b), model.device)
-    denoiser = model.denoiser
-    if consistency:
-        settings = MelSettings.from_dict(model.modality_params)
-        denoiser = MelConsistentDenoiser(denoiser, mel_magnitudes(mel), settings, consistency)
+    denoiser = model.denoiser if project is None else ProjectedDenoiser(model.denoiser, project)
     return sample(
         denoiser,
         (b, model.data_shape[0], frames * hop),
