@@ -177,12 +177,28 @@ def _has_grid_file(argv: list[str]) -> bool:
     return "--plan" in argv or str(_value(argv, "--grid") or "").endswith(".json")
 
 
+# tiny settings of the presets that are not U-Nets, by the preset's name prefix
+TINY_PRESETS = {
+    "wavegrad": TRAIN_IMAGES
+    + [
+        "model.args={channels=[16, 8, 8, 4], down_channels=[4, 4, 8, 8], mel_channels=16, emb_dim=16}",
+        "data.args={window=1024, stride=1024}",
+    ],
+}
+
+
 def _train_config_arguments(config: str) -> list[str]:
     with open(config, "rb") as fh:
         preset = tomllib.load(fh).get("model", {}).get("preset", "unet")
-    if not preset.startswith("unet"):
-        raise AssertionError(f"{config}: no tiny settings for the preset {preset!r} (add them to TINY)")
-    sets = list(TINY_DIGITS)
+    if preset.startswith("unet"):
+        sets = list(TINY_DIGITS)
+    else:
+        found = [v for k, v in TINY_PRESETS.items() if preset.startswith(k)]
+        if not found:
+            raise AssertionError(
+                f"{config}: no tiny settings for the preset {preset!r} (add them to TINY_PRESETS)"
+            )
+        sets = found[0]
     return [arg for s in sets for arg in ("--set", s)] + ["--no-progress"]
 
 
