@@ -92,6 +92,14 @@ class ProjectedDenoiser:
         return self.project(x0).to(x0.dtype)
 
 
+def _hop(model: TrainedModel) -> int:
+    """The vocoder's samples per mel frame; a model that upsamples no mel is refused."""
+    hop = getattr(model.denoiser.net, "hop", None)
+    if hop is None:
+        raise ValueError(f"this is a {model.describe()} model, not a vocoder (no mel upsampling)")
+    return int(hop)
+
+
 def vocode(
     model: TrainedModel,
     mel: torch.Tensor,
@@ -118,9 +126,7 @@ def vocode(
             :mod:`hwaksan.data.audio_features`; None: the network alone.
         **options: sampler options.
     """
-    hop = getattr(model.denoiser.net, "hop", None)
-    if hop is None:
-        raise ValueError(f"this is a {model.describe()} model, not a vocoder (no mel upsampling)")
+    hop = _hop(model)
     b, _, frames = mel.shape
     mel = mel.to(model.device, torch.float32)
     gens = generators_from_seeds(range(seed, seed + b), model.device)
@@ -161,9 +167,7 @@ def plan_vocoder_grid(
     """A planned ``n_steps`` grid (:func:`hwaksan.samplers.plan.plan_steps`) for the vocoder on the
     mels ``mel (B, n_mels, F)``: one calibration waveform per mel, the PF-ODE of the model
     conditioned on it as the reference. Plan on other clips than those it is measured on."""
-    hop = getattr(model.denoiser.net, "hop", None)
-    if hop is None:
-        raise ValueError(f"this is a {model.describe()} model, not a vocoder (no mel upsampling)")
+    hop = _hop(model)
     b, _, frames = mel.shape
     bound = _BoundMel(model.denoiser, mel.to(model.device, torch.float32))
     gen = torch.Generator().manual_seed(seed)
