@@ -184,6 +184,14 @@ TINY_PRESETS = {
         "model.args={channels=[16, 8, 8, 4], down_channels=[4, 4, 8, 8], mel_channels=16, emb_dim=16}",
         "data.args={window=1024, stride=1024}",
     ],
+    "video-unet": TRAIN_IMAGES
+    + [
+        'data.args={frames=8, size=16, n=16, digits=1, source="digits"}',
+        "model.args={model_channels=8, channel_mult=[1, 2], num_groups=4, num_head_channels=8, "
+        "patch_size=1, emb_dim=32, temporal_attention_levels=[1]}",
+    ],
+    "motion": TRAIN_IMAGES
+    + ["model.args={hidden_size=16, depth=1, num_heads=2}", "data.args={frames=32, n=32}"],
 }
 
 
