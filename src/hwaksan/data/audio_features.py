@@ -155,7 +155,8 @@ def mel_consistent(
     (``B`` the mel filter bank). The magnitude step is Lee & Seung's (2001, eq. 5) multiplicative
     update of ``S >= 0`` for the divergence ``KL(target || B S)`` at fixed ``B``: it never increases
     the divergence, keeps the fine structure of ``S`` inside each band (every bin of a band is scaled
-    by its bands' energy ratios) and leaves ``S`` unchanged when ``B S = target``. The phase is
+    by its bands' energy ratios) and leaves ``S`` unchanged when ``B S = target``, but for the bins no
+    band weighs (``B^T 1 = 0``: DC and Nyquist with the default bank), which go to zero. The phase is
     kept and the inverse STFT makes the spectrogram consistent again (Griffin & Lim 1984). Started
     from noise this is a Griffin-Lim for mels; started from a vocoder's estimate, a projection of
     it towards its condition."""

@@ -104,9 +104,9 @@ def vocode(
     model: TrainedModel,
     mel: torch.Tensor,
     *,
-    sampler: str = "heun",
+    sampler: str = "ddim",
     steps: int = 6,
-    grid: str | torch.Tensor = "karras",
+    grid: str | torch.Tensor = "log_snr",
     seed: int = 0,
     cond: dict[str, Any] | None = None,
     project: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -118,7 +118,8 @@ def vocode(
         model: a mel-conditioned waveform model (a :class:`~hwaksan.models.wavegrad.WaveGrad`).
         mel: the condition, normalised (:func:`hwaksan.data.audio_features.normalise_log_mel`).
         sampler, steps, grid: any sampler and grid of :mod:`hwaksan.samplers` (``grid`` may be a
-            tensor, e.g. :func:`beta_grid`).
+            tensor, e.g. :func:`beta_grid`); the defaults are the best 6-step setting measured
+            (``docs/benchmarks-audio.md``).
         seed: clip ``i`` uses seed ``seed + i`` (the same clip at any batch size).
         cond: further condition fields (``labels``).
         project: holds each denoised estimate ``(B, 1, T)`` to the mel (:class:`ProjectedDenoiser`),
