@@ -10,9 +10,11 @@ parameter U-Net layout unless ``--hwaksan-net`` says otherwise) in one process:
   (inv_gamma 1, power 3/4, max decay 0.9999); sampled with ``DPMSolverMultistepScheduler`` and
   ``UniPCMultistepScheduler`` (its best few-step schedulers), the better one reported.
 - **hwaksan**: EDM (Karras et al. 2022) process and preconditioning (sigma_data 0.6), EDM loss
-  weighting and log-normal noise levels, AdamW (lr 1e-3) with warm-up and cosine decay, EMA 0.999
-  with the trainer's warm-up ``min(0.999, (1 + step) / (10 + step))``; sampled with Heun and
-  DPM++(2M) on the Karras grid (``--hwaksan-samplers``), the better one reported.
+  weighting and log-normal noise levels ``ln sigma ~ N(p_mean, p_std^2)`` (``--hwaksan-p-mean``,
+  ``--hwaksan-p-std``; EDM's -1.2, 1.2 by default), AdamW (lr 1e-3) with warm-up and cosine decay,
+  EMA 0.999 with the trainer's warm-up ``min(0.999, (1 + step) / (10 + step))``; sampled with Heun
+  and DPM++(2M) on the Karras grid by default (``--hwaksan-samplers``, ``--hwaksan-grid``, and the
+  grid's ends ``--hwaksan-sigma-max``, ``--hwaksan-sigma-min``), the better one reported.
 
 Both use bf16 autocast and channels-last on a CPU with native bf16 (each side's own best setting;
 ``--fp32`` turns it off for both) and the same batch size.
@@ -68,7 +70,7 @@ from train_throughput import DiffusersUNet  # noqa: E402
 from hwaksan.data.images import load_dataset  # noqa: E402
 from hwaksan.evaluation import frechet_distance, image_features  # noqa: E402
 from hwaksan.evaluation.features import load_split, subset_indices  # noqa: E402
-from hwaksan.losses import denoising_loss  # noqa: E402
+from hwaksan.losses import denoising_loss, sample_t  # noqa: E402
 from hwaksan.models.presets import build_model  # noqa: E402
 from hwaksan.parameterizations import ModelDenoiser  # noqa: E402
 from hwaksan.plotting import save_image_grid  # noqa: E402
@@ -135,12 +137,16 @@ class HwaksanSide(Side):
         self.warmup, self.autocast = warmup, autocast
         self.net_name = net_name
         self.grid = "karras"  # the time grid of its samplers (--hwaksan-grid)
+        self.sigma_max: float | None = None  # top of that grid (--hwaksan-sigma-max; None: the grid's own)
+        self.sigma_min: float | None = None  # its last noise level before 0 (--hwaksan-sigma-min)
+        self.p_mean, self.p_std = -1.2, 1.2  # the log-normal noise levels (--hwaksan-p-mean, --hwaksan-p-std)
 
     def train_step(self, x0, gen):
         for g in self.opt.param_groups:
             g["lr"] = self.lr * cosine_lr(self.step, self.warmup, self.total_steps or 10**9)
         with self.autocast():
-            loss = denoising_loss(self.model, x0, t_dist="edm", weighting="edm", generator=gen)
+            t = sample_t(self.process, len(x0), "edm", gen, p_mean=self.p_mean, p_std=self.p_std)
+            loss = denoising_loss(self.model, x0, t=t, weighting="edm", generator=gen)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
@@ -159,11 +165,12 @@ class HwaksanSide(Side):
         model = ModelDenoiser(net, self.process, prediction="edm", sigma_data=SIGMA_DATA)
         steps = (nfe + 1) // 2 if sampler == "heun" else nfe  # Heun: 2 steps - 1 evaluations
         gen = torch.Generator().manual_seed(1234)
+        options = {k: v for k, v in (("sigma_max", self.sigma_max), ("sigma_min", self.sigma_min)) if v}
         outs = []
         for start in range(0, n, batch):
             with self.autocast():
                 res = sample(model, (min(batch, n - start), 1, 32, 32), sampler=sampler, steps=steps,
-                             grid=self.grid, generator=gen)  # fmt: skip
+                             grid=self.grid, grid_options=options, generator=gen)  # fmt: skip
             outs.append(res.x.float())
         return torch.cat(outs), res.nfe
 
@@ -527,6 +534,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--hwaksan-grid", default="karras", choices=("karras", "log_snr", "uniform"),
                     help="the time grid of hwaksan's samplers")  # fmt: skip
+    ap.add_argument("--hwaksan-sigma-max", type=float, default=None,
+                    help="top noise level of hwaksan's sampling grid (default: 80, EDM's)")  # fmt: skip
+    ap.add_argument("--hwaksan-sigma-min", type=float, default=None,
+                    help="hwaksan's last nonzero sampling noise level (default: EDM's 0.002)")  # fmt: skip
+    ap.add_argument("--hwaksan-p-mean", type=float, default=-1.2,
+                    help="hwaksan's training noise levels: ln sigma ~ N(p_mean, p_std^2)")  # fmt: skip
+    ap.add_argument("--hwaksan-p-std", type=float, default=1.2, help="see --hwaksan-p-mean")
     ap.add_argument("--search-nfes", default="3,4,5,6,8,10",
                     help="NFEs the --sampling-speed search tries, ascending")  # fmt: skip
     ap.add_argument(
@@ -564,7 +578,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     if "hwaksan" in names:
-        sides[0].grid = args.hwaksan_grid
+        sides[0].grid, sides[0].sigma_max = args.hwaksan_grid, args.hwaksan_sigma_max
+        sides[0].sigma_min = args.hwaksan_sigma_min
+        sides[0].p_mean, sides[0].p_std = args.hwaksan_p_mean, args.hwaksan_p_std
     if "diffusers" in names:
         sides.append(DiffusersSide(args.diffusers_lr, args.warmup, autocast))
     if args.sampling_speed:
