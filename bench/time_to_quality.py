@@ -8,7 +8,8 @@ parameter U-Net layout unless ``--hwaksan-net`` says otherwise) in one process:
   ``DDPMScheduler(1000, "linear")``, epsilon prediction and MSE, AdamW (betas 0.95 / 0.999,
   weight decay 1e-6, eps 1e-8), linear warm-up then cosine decay, ``EMAModel`` with warm-up
   (inv_gamma 1, power 3/4, max decay 0.9999); sampled with ``DPMSolverMultistepScheduler`` and
-  ``UniPCMultistepScheduler`` (its best few-step schedulers), the better one reported.
+  ``UniPCMultistepScheduler`` (its best few-step schedulers), the better one reported
+  (``--diffusers-spacing``, ``--diffusers-karras``: other timesteps for those schedulers).
 - **hwaksan**: EDM (Karras et al. 2022) process and preconditioning (sigma_data 0.6), EDM loss
   weighting and log-normal noise levels ``ln sigma ~ N(p_mean, p_std^2)`` (``--hwaksan-p-mean``,
   ``--hwaksan-p-std``; EDM's -1.2, 1.2 by default), AdamW (lr 1e-3) with warm-up and cosine decay,
@@ -189,6 +190,7 @@ class DiffusersSide(Side):
         )
         self.ema = EMAModel(net.parameters(), decay=0.9999, use_ema_warmup=True, inv_gamma=1.0, power=0.75)
         self.warmup, self.autocast = warmup, autocast
+        self.scheduler_options: dict = {}  # extra options of its sampling schedulers (--diffusers-spacing)
 
     def train_step(self, x0, gen):
         for g in self.opt.param_groups:
@@ -224,6 +226,7 @@ class DiffusersSide(Side):
             "dpmpp_3m": (DPMSolverMultistepScheduler, {"solver_order": 3}),
             "unipc": (UniPCMultistepScheduler, {}),
         }[sampler]
+        options |= self.scheduler_options
         gen = torch.Generator().manual_seed(1234)
         outs = []
         for start in range(0, n, batch):
@@ -506,6 +509,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=64, help="batch size of both sides")
     ap.add_argument("--hwaksan-samplers", default="heun,dpmpp_2m", help="hwaksan's samplers to evaluate")
     ap.add_argument("--diffusers-samplers", default="dpmpp_2m,unipc", help="diffusers' samplers to evaluate")
+    ap.add_argument("--diffusers-spacing", choices=("linspace", "leading", "trailing"), default=None,
+                    help="timestep_spacing of diffusers' schedulers (default: linspace)")  # fmt: skip
+    ap.add_argument("--diffusers-karras", action="store_true",
+                    help="use_karras_sigmas=True in diffusers' sampling schedulers")  # fmt: skip
     ap.add_argument("--hwaksan-batch", type=int, default=None, help="hwaksan's batch size (default: --batch)")
     ap.add_argument("--hwaksan-net", default="unet-32", help="hwaksan's network preset")
     ap.add_argument("--hwaksan-lr", type=float, default=1e-3, help="hwaksan's peak learning rate")
@@ -583,6 +590,10 @@ def main(argv: list[str] | None = None) -> int:
         sides[0].p_mean, sides[0].p_std = args.hwaksan_p_mean, args.hwaksan_p_std
     if "diffusers" in names:
         sides.append(DiffusersSide(args.diffusers_lr, args.warmup, autocast))
+        if args.diffusers_spacing:
+            sides[-1].scheduler_options["timestep_spacing"] = args.diffusers_spacing
+        if args.diffusers_karras:
+            sides[-1].scheduler_options["use_karras_sigmas"] = True
     if args.sampling_speed:
         done = json.loads(Path(args.sampling_speed).read_text())
         folder = Path(args.sampling_speed).parent
