@@ -48,7 +48,9 @@ def test_bf16_explicit_attention_is_within_bf16_rounding():
 
 def test_training_step_path_has_the_fused_kernels_gradients():
     # A bf16 CPU step with gradients takes the explicit path; its input gradients match the fused
-    # kernel's (the same function) to bf16 accuracy, relative to the gradients' scale.
+    # kernel's (the same function) to bf16 accuracy: each path rounds the probabilities, the
+    # incoming gradient's products and the 64-term sums to bf16 (2^-8 relative apiece), so the two
+    # differ by a few such roundings of the gradients' scale; 0.03 is about 8 of them.
     q, k, v = (t.requires_grad_() for t in qkv(torch.bfloat16, n=64, length=64, d=32))
     grad_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16)
     grads = []
@@ -95,4 +97,7 @@ def test_masked_sample_is_exactly_zero_on_both_paths():
     assert torch.equal(out[1], torch.zeros_like(out[1]))
     assert torch.equal(out_fused[1], torch.zeros_like(out_fused[1]))
     assert torch.isfinite(out).all()
-    assert float((out[0].detach().float() - out_fused[0].float()).abs().max()) < 0.05
+    # The two paths differ by bf16 roundings of the attention output and of the projection after it
+    # (2^-8 relative apiece): a handful of them bound the difference.
+    bound = 8 * 2**-8 * float(out_fused[0].abs().max())
+    assert float((out[0].detach().float() - out_fused[0].float()).abs().max()) < bound
