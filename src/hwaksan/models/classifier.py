@@ -124,7 +124,7 @@ class Classifier(nn.Module):
             h = block(h, emb) if isinstance(block, _ResBlock) else block(h)
         if self.attn is not None:
             h = self.attn(h)
-        return F.silu(self.norm_out(h)).mean(dim=(2, 3))
+        return self.norm_out(h, silu=True).mean(dim=(2, 3))
 
     def forward(
         self, x: torch.Tensor, noise_level: torch.Tensor | None = None, cond: Any = None

@@ -48,6 +48,7 @@ from .conditioning import (
     unpack_cond,
 )
 from .embeddings import NoiseLevelEmbedding
+from .group_norm_act import GroupNorm
 
 __all__ = [
     "CondParts",
@@ -84,10 +85,10 @@ def unpad(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
     return x[..., top : h - bottom, left : w - right]
 
 
-def _group_norm(channels: int, max_groups: int) -> nn.GroupNorm:
+def _group_norm(channels: int, max_groups: int) -> GroupNorm:
     # The largest group count <= max_groups that divides the channels (32 groups for ch >= 32
     # powers of two, as in ADM; fewer for tiny test widths).
-    return nn.GroupNorm(math.gcd(channels, max_groups), channels)
+    return GroupNorm(math.gcd(channels, max_groups), channels)
 
 
 def _num_heads(dim: int, head_dim: int) -> int:
@@ -209,10 +210,10 @@ class _ResBlock(nn.Module):
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv1(self.norm1(x, silu=True))
         scale, shift = self.emb(emb)[:, :, None, None].chunk(2, dim=1)
-        h = self.norm2(h) * (1 + scale) + shift  # ADM eq. 2
-        h = self.conv2(self.dropout(F.silu(h)))
+        h = self.norm2(h, scale, shift, silu=True)  # silu(GN(h) (1 + scale) + shift), ADM eq. 2
+        h = self.conv2(self.dropout(h))
         return self.skip(x) + h
 
 
@@ -494,5 +495,5 @@ class UNet(nn.Module):
                 h = module(torch.cat([h, skips.pop()], dim=1), emb, context, mask)
             else:
                 h = module(h)
-        h = self.conv_out(F.silu(self.norm_out(h)))
+        h = self.conv_out(self.norm_out(h, silu=True))
         return unpad(h, pad)

@@ -73,7 +73,7 @@ class _TemporalConv(nn.Module):
     def forward(self, h: torch.Tensor, frames: int) -> torch.Tensor:
         hh, ww = h.shape[-2:]
         # GroupNorm over (C/G, H, W) per frame, as in the spatial blocks
-        s = _frames_last(F.silu(self.norm(h)), frames)
+        s = _frames_last(self.norm(h, silu=True), frames)
         return h + _frames_back(self.conv(s), frames, hh, ww)
 
 
@@ -305,6 +305,6 @@ class VideoUNet(nn.Module):
                 h = module(torch.cat([h, skips.pop()], dim=1), emb, frames)
             else:
                 h = module(h)
-        h = self.conv_out(F.silu(self.norm_out(h)))
+        h = self.conv_out(self.norm_out(h, silu=True))
         h = unpad(F.pixel_shuffle(h, p) if p > 1 else h, pad)
         return h.view(b, frames, c, hh, ww).transpose(1, 2)
