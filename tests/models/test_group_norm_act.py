@@ -118,7 +118,9 @@ def test_backward_matches_float64(shape, silu, dtype):
             (abs_da * weight.double().abs() + abs_db * bias.double().abs()).reshape(n, c, 1, 1),
             abs_db.reshape(n, c, 1, 1),
         ]
-    for name, got, want, terms in zip(["x", "weight", "bias", "scale", "shift"], grads, ref_grads, abs_terms):
+    for name, got, want, terms in zip(
+        ["x", "weight", "bias", "scale", "shift"], grads, ref_grads, abs_terms, strict=True
+    ):
         bound = GAMMA * terms + 1e-30
         if name == "x" and dtype == torch.bfloat16:
             bound = bound + U_BF16 * want.abs()
