@@ -72,6 +72,7 @@ from hwaksan.data.images import load_dataset  # noqa: E402
 from hwaksan.evaluation import frechet_distance, image_features  # noqa: E402
 from hwaksan.evaluation.features import load_split, subset_indices  # noqa: E402
 from hwaksan.losses import denoising_loss, sample_t  # noqa: E402
+from hwaksan.models.group_norm_act import fused_group_norm_available  # noqa: E402
 from hwaksan.models.presets import build_model  # noqa: E402
 from hwaksan.parameterizations import ModelDenoiser  # noqa: E402
 from hwaksan.plotting import save_image_grid  # noqa: E402
@@ -467,7 +468,8 @@ def write_report(sides: list, rows: list[dict], out: Path, command: str) -> None
     best = best_rows(rows)
     lines = [
         f"Command: `{command}`",
-        f"Machine: {cpu_name()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads",
+        f"Machine: {cpu_name()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads, "
+        f"fused GroupNorm kernel: {fused_group_norm_available()}",
         "",
         "| side | minutes | steps | NFE | sampler | FD-classifier | FD-EffNet | sampling img/s |",
         "|---|---|---|---|---|---|---|---|",
@@ -604,7 +606,8 @@ def main(argv: list[str] | None = None) -> int:
         lines, rows = sampling_speed(sides, nfes, args.n, args.n_real)
         lines = [
             f"Command: `{command}`",
-            f"Machine: {cpu_name()}, {torch.get_num_threads()} threads",
+            f"Machine: {cpu_name()}, {torch.get_num_threads()} threads, "
+            f"fused GroupNorm kernel: {fused_group_norm_available()}",
             "",
             *lines,
         ]

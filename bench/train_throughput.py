@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hwaksan.models.group_norm_act import fused_group_norm_available
 from hwaksan.models.presets import build_model, flop_counter
 
 SHAPE = (1, 32, 32)
@@ -172,7 +173,10 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"unknown networks {unknown}: choose from {sorted(nets)}")
         nets = {k: v for k, v in nets.items() if k in wanted}
     print("Command: `python bench/train_throughput.py " + " ".join(argv or sys.argv[1:]) + "`")
-    print(f"Machine: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads.")
+    print(
+        f"Machine: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"fused channels-last GroupNorm kernel: {fused_group_norm_available()}."
+    )
     print(f"Matmul peak: fp32 {peak32:.0f} GFLOP/s (2048^3), bf16 {peak16:.1f} GFLOP/s (1024^3).\n")
     bf16s = (False, True)
     if peak16 < peak32 and not args.force_bf16:

@@ -8,8 +8,10 @@ and torch's channels-last GroupNorm is 3x slower than its NCHW one on CPU; in a 
 of a small U-Net they took more time than the convolutions. :func:`group_norm_act` computes the
 forward in one pass per sample (after the two passes for the moments) and the backward in two,
 from the C++ source ``csrc/group_norm_act.cpp``, for float32 and bfloat16 tensors in channels-last
-layout on the CPU. Every other tensor (NCHW, float64, float16, CUDA, inside ``torch.compile``)
-takes the same composition of torch ops, so the function is a drop-in for the composition.
+layout on the CPU. Every other tensor (NCHW, float64, float16, CUDA) takes the same composition of
+torch ops, so the function is a drop-in for the composition. The kernel is registered as the torch
+operators ``hwaksan::group_norm_act`` and ``hwaksan::group_norm_act_backward``, so graphs of
+``torch.compile`` call it as well.
 
 The kernel is compiled once per machine with the system's C++ compiler (``$CXX`` or ``g++``,
 ``-O3 -march=native -fno-trapping-math -fopenmp``) into ``$HWAKSAN_CACHE/kernels`` (default
@@ -32,7 +34,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 __all__ = ["GroupNorm", "fused_group_norm_available", "group_norm_act"]
 
@@ -106,6 +107,7 @@ def _library() -> ctypes.CDLL | None:
     return lib
 
 
+@torch.compiler.assume_constant_result  # under torch.compile: evaluated once, at tracing
 def fused_group_norm_available() -> bool:
     """Whether the fused kernel is built and loaded (compiling it on the first call)."""
     return _library() is not None
@@ -119,42 +121,79 @@ def _takes_kernel(x: torch.Tensor, num_groups: int) -> bool:
         and x.shape[1] % num_groups == 0
         and x.is_contiguous(memory_format=torch.channels_last)
         and not x.is_contiguous()  # NCHW or ambiguous (C == 1 or H W == 1): torch's kernel
-        and not torch.compiler.is_compiling()
-        and _library() is not None
+        and fused_group_norm_available()
     )
 
 
-class _GroupNormActFunction(torch.autograd.Function):
-    """The kernel behind autograd. ``a``, ``b``: (N, C) float32, the per-sample affine map."""
+def _channels_last(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous(memory_format=torch.channels_last)
 
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, groups: int, eps: float, silu: bool):
-        n, c, h, w = x.shape
-        y = torch.empty_like(x, memory_format=torch.channels_last)
-        mean = torch.empty(n, groups, dtype=torch.float32)
-        rstd = torch.empty(n, groups, dtype=torch.float32)
-        getattr(_library(), f"gn_act_forward_{_DTYPES[x.dtype]}")(
-            x.data_ptr(), a.data_ptr(), b.data_ptr(), y.data_ptr(), mean.data_ptr(), rstd.data_ptr(),
-            n, h * w, c, groups, eps, int(silu), torch.get_num_threads(),
-        )  # fmt: skip
-        ctx.save_for_backward(x, a, b, mean, rstd)
-        ctx.groups, ctx.silu = groups, silu
-        return y
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dy: torch.Tensor):
-        x, a, b, mean, rstd = ctx.saved_tensors
-        n, c, h, w = x.shape
-        dy = dy.to(x.dtype).contiguous(memory_format=torch.channels_last)
-        dx = torch.empty_like(x, memory_format=torch.channels_last)
-        da, db = torch.empty_like(a), torch.empty_like(b)
-        getattr(_library(), f"gn_act_backward_{_DTYPES[x.dtype]}")(
-            dy.data_ptr(), x.data_ptr(), a.data_ptr(), b.data_ptr(), mean.data_ptr(), rstd.data_ptr(),
-            dx.data_ptr(), da.data_ptr(), db.data_ptr(), n, h * w, c, ctx.groups, int(ctx.silu),
-            torch.get_num_threads(),
-        )  # fmt: skip
-        return dx, da, db, None, None, None
+# The kernel as torch operators (opaque to torch.compile, which calls them from its graphs).
+# a, b: (N, C) float32, the per-sample affine map; mean, rstd: (N, G) float32.
+@torch.library.custom_op("hwaksan::group_norm_act", mutates_args=(), device_types="cpu")
+def _forward(
+    x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, groups: int, eps: float, silu: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    x, a, b = _channels_last(x), a.contiguous(), b.contiguous()
+    n, c, h, w = x.shape
+    y = torch.empty_like(x, memory_format=torch.channels_last)
+    mean = torch.empty(n, groups, dtype=torch.float32)
+    rstd = torch.empty(n, groups, dtype=torch.float32)
+    getattr(_library(), f"gn_act_forward_{_DTYPES[x.dtype]}")(
+        x.data_ptr(), a.data_ptr(), b.data_ptr(), y.data_ptr(), mean.data_ptr(), rstd.data_ptr(),
+        n, h * w, c, groups, eps, int(silu), torch.get_num_threads(),
+    )  # fmt: skip
+    return y, mean, rstd
+
+
+@_forward.register_fake
+def _(x, a, b, groups, eps, silu):
+    stats = x.new_empty((x.shape[0], groups), dtype=torch.float32)
+    return torch.empty_like(x, memory_format=torch.channels_last), stats, torch.empty_like(stats)
+
+
+@torch.library.custom_op("hwaksan::group_norm_act_backward", mutates_args=(), device_types="cpu")
+def _backward(
+    dy: torch.Tensor,
+    x: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    mean: torch.Tensor,
+    rstd: torch.Tensor,
+    groups: int,
+    silu: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    dy, x = _channels_last(dy.to(x.dtype)), _channels_last(x)
+    n, c, h, w = x.shape
+    dx = torch.empty_like(x, memory_format=torch.channels_last)
+    da, db = torch.empty_like(a), torch.empty_like(b)
+    getattr(_library(), f"gn_act_backward_{_DTYPES[x.dtype]}")(
+        dy.data_ptr(), x.data_ptr(), a.data_ptr(), b.data_ptr(), mean.data_ptr(), rstd.data_ptr(),
+        dx.data_ptr(), da.data_ptr(), db.data_ptr(), n, h * w, c, groups, int(silu),
+        torch.get_num_threads(),
+    )  # fmt: skip
+    return dx, da, db
+
+
+@_backward.register_fake
+def _(dy, x, a, b, mean, rstd, groups, silu):
+    return torch.empty_like(x, memory_format=torch.channels_last), torch.empty_like(a), torch.empty_like(b)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, a, b, groups, _, silu = inputs
+    _, mean, rstd = output
+    ctx.save_for_backward(x, a, b, mean, rstd)
+    ctx.groups, ctx.silu = groups, silu
+
+
+def _backward_rule(ctx, dy, _dmean, _drstd):
+    dx, da, db = _backward(dy, *ctx.saved_tensors, ctx.groups, ctx.silu)
+    return dx, da, db, None, None, None
+
+
+_forward.register_autograd(_backward_rule, setup_context=_setup_context)
 
 
 def group_norm_act(
@@ -195,7 +234,7 @@ def group_norm_act(
         a, b = a * factor, b * factor
     if shift is not None:
         b = b + shift.float().expand(n, c, 1, 1).reshape(n, c)
-    return _GroupNormActFunction.apply(x, a.contiguous(), b.contiguous(), num_groups, float(eps), silu)
+    return _forward(x, a.contiguous(), b.contiguous(), num_groups, float(eps), silu)[0]
 
 
 class GroupNorm(nn.GroupNorm):
