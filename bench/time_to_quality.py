@@ -167,7 +167,9 @@ class HwaksanSide(Side):
         model = ModelDenoiser(net, self.process, prediction="edm", sigma_data=SIGMA_DATA)
         steps = (nfe + 1) // 2 if sampler == "heun" else nfe  # Heun: 2 steps - 1 evaluations
         gen = torch.Generator().manual_seed(1234)
-        options = {k: v for k, v in (("sigma_max", self.sigma_max), ("sigma_min", self.sigma_min)) if v}
+        options = {
+            k: v for k, v in (("sigma_max", self.sigma_max), ("sigma_min", self.sigma_min)) if v is not None
+        }
         outs = []
         for start in range(0, n, batch):
             with self.autocast():

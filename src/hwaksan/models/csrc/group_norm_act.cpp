@@ -1,5 +1,6 @@
-// Group normalisation, a per-sample affine map and an optional SiLU in one pass over a
-// channels-last (N, H, W, C) tensor, forward and backward, for float32 and bfloat16 data.
+// Group normalisation, a per-sample affine map and an optional SiLU fused in one kernel for a
+// channels-last (N, H, W, C) tensor, forward (two passes for the moments, one for the output) and
+// backward (two passes), for float32 and bfloat16 data.
 //
 //   xhat[n, p, c] = (x[n, p, c] - mean[n, g(c)]) * rstd[n, g(c)]          (Wu & He 2018, eq. 1)
 //   z[n, p, c]    = A[n, c] * xhat[n, p, c] + B[n, c]
